@@ -1,0 +1,126 @@
+"""The provider-neutral model interface: one required async streaming method."""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import AsyncGenerator, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = ["Completion", "Message", "Model", "StopFilter", "TokenUsage", "complete"]
+
+Role = Literal["system", "user", "assistant"]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One chat message sent to a model."""
+
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class TokenUsage:
+    """Tokens a model call consumed, as the provider reported them (or as estimated)."""
+
+    input_tokens: int
+    output_tokens: int
+
+
+class Model(ABC):
+    """A chat model that streams text.
+
+    Implement :meth:`stream` as an async generator: yield text deltas as they arrive and, at
+    the end, at most one :class:`TokenUsage` with the call's token counts.  The output must not
+    contain any of ``stop`` nor anything after it (:class:`StopFilter` does that for providers
+    that ignore stop sequences).  Errors are raised as :class:`~dagcall.ModelError` subclasses.
+    """
+
+    #: A short human-readable name such as ``"openai:gpt-4o-mini"``, used in usage records.
+    name: str = "model"
+
+    @abstractmethod
+    def stream(
+        self,
+        messages: Sequence[Message],
+        *,
+        stop: Sequence[str] = (),
+        max_tokens: int | None = None,
+    ) -> AsyncGenerator[str | TokenUsage, None]:
+        """Stream the reply to ``messages`` as text deltas, then optionally a TokenUsage."""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name}>"
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """A whole model reply gathered from a stream."""
+
+    text: str
+    usage: TokenUsage | None
+    latency: float
+    time_to_first_token: float | None
+
+
+async def complete(
+    model: Model,
+    messages: Sequence[Message],
+    *,
+    stop: Sequence[str] = (),
+    max_tokens: int | None = None,
+) -> Completion:
+    """Run ``model`` to the end of its reply and return the text with its usage and timing."""
+    start = time.perf_counter()
+    first: float | None = None
+    parts: list[str] = []
+    usage: TokenUsage | None = None
+    async for event in model.stream(messages, stop=stop, max_tokens=max_tokens):
+        if isinstance(event, TokenUsage):
+            usage = event
+        elif event:
+            if first is None:
+                first = time.perf_counter() - start
+            parts.append(event)
+    return Completion("".join(parts), usage, time.perf_counter() - start, first)
+
+
+class StopFilter:
+    """Cuts a text stream at the first stop sequence, however the stream is split.
+
+    ``feed`` returns the text that is safe to emit now; a tail that could be the start of a
+    stop sequence is held back until the next chunk decides it.  ``stopped`` turns true once a
+    stop sequence was seen; everything after it is dropped.
+    """
+
+    def __init__(self, stop: Sequence[str]) -> None:
+        self._stop = [s for s in stop if s]
+        self._held = ""
+        self.stopped = False
+
+    def feed(self, chunk: str) -> str:
+        if self.stopped:
+            return ""
+        if not self._stop:
+            return chunk
+        text = self._held + chunk
+        cut = min((i for i in (text.find(s) for s in self._stop) if i >= 0), default=-1)
+        if cut >= 0:
+            self.stopped = True
+            self._held = ""
+            return text[:cut]
+        keep = 0
+        for s in self._stop:
+            for n in range(min(len(s) - 1, len(text)), 0, -1):
+                if text.endswith(s[:n]):
+                    keep = max(keep, n)
+                    break
+        self._held = text[len(text) - keep :] if keep else ""
+        return text[: len(text) - keep]
+
+    def flush(self) -> str:
+        """The held-back tail, at the end of the stream (it was not a stop sequence)."""
+        held, self._held = self._held, ""
+        return "" if self.stopped else held
