@@ -193,7 +193,7 @@ class _Run:
                     self.accept(parser.feed(event), rnd)
             self.accept(parser.close(), rnd)
         except Exception as exc:
-            self.accept(parser.close(), rnd)
+            self.accept(parser.close(complete=False), rnd)
             error = _model_error(exc, c.planner, "planner")
             if not rnd.task_ids:
                 raise error from exc

@@ -106,6 +106,7 @@ class PlanParser:
         self.text = ""
         self.ignored: list[str] = []
         self.trailing_thought: str | None = None
+        self.unfinished = ""
 
     # -- streaming -------------------------------------------------------------------------
     def feed(self, chunk: str) -> list[PlanItem]:
@@ -137,14 +138,22 @@ class PlanParser:
                 break
         return out
 
-    def close(self) -> list[PlanItem]:
-        """End of stream: parse what is left and report anything unfinished."""
+    def close(self, *, complete: bool = True) -> list[PlanItem]:
+        """End of stream: parse what is left and report anything unfinished.
+
+        With ``complete=False`` (the stream was cut by an error) a last line without its
+        newline, or a call still open over several lines, is dropped rather than judged: the
+        model never finished writing it.  It is kept in ``unfinished``.
+        """
         if self.finished:
             return []
         out: list[PlanItem] = []
         rest, self._buf = self._buf, ""
         self.text += rest
-        if rest:
+        if not complete:
+            self.unfinished = "\n".join([*self._pending, rest]).strip()
+            self._pending = []
+        elif rest:
             self._line(rest, out)
         self._finish(out)
         return out
@@ -400,7 +409,7 @@ def _quote_bare_refs(src: str) -> str:
         if c == "$":
             m = re.match(r"\$(?:\{(\d+)\}|(\d+))", src[i:])
             if m:
-                out.append(f'"${m.group(1) or m.group(2)}"')
+                out.append(f'"{m.group(0)}"')
                 i += m.end()
                 continue
         out.append(c)

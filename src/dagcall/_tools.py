@@ -70,6 +70,7 @@ class Tool:
             raise ToolDefinitionError(
                 f"tool {self.name!r}: cannot resolve its type hints ({exc})"
             ) from exc
+        self._hints = hints
         fields: dict[str, Any] = {}
         for param in self.signature.parameters.values():
             if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
@@ -100,15 +101,14 @@ class Tool:
         params = []
         for p in self.signature.parameters.values():
             text = p.name
-            if p.annotation is not p.empty:
-                text += f": {_annotation_text(p.annotation)}"
+            if p.name in self._hints:
+                text += f": {_annotation_text(self._hints[p.name])}"
             if p.default is not p.empty:
                 text += f" = {p.default!r}"
             params.append(text)
-        ret = self.signature.return_annotation
         head = f"{self.name}({', '.join(params)})"
-        if ret is not inspect.Signature.empty:
-            head += f" -> {_annotation_text(ret)}"
+        if "return" in self._hints:
+            head += f" -> {_annotation_text(self._hints['return'])}"
         return head + (f"\n{self.description}" if self.description else "")
 
     def validate(
@@ -149,6 +149,8 @@ class Tool:
 
 
 def _annotation_text(annotation: Any) -> str:
+    if annotation is type(None):
+        return "None"
     if isinstance(annotation, type):
         return annotation.__name__
     return inspect.formatannotation(annotation).replace("typing.", "")
