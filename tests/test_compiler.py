@@ -140,8 +140,10 @@ async def test_a_dependent_waits_for_exactly_its_dependencies() -> None:
     t1, t2, t3, t4 = result.tasks
     assert t3.deps == (2,)
     assert t4.deps == (1, 2)
-    assert t2.ended_at is not None and t1.ended_at is not None
-    assert t3.started_at is not None and t4.started_at is not None
+    assert t1.ended_at is not None
+    assert t2.ended_at is not None
+    assert t3.started_at is not None
+    assert t4.started_at is not None
     # Task 3 did not wait for the slow task 1, only for task 2.
     assert t2.ended_at <= t3.started_at < t1.ended_at
     # Task 4 waited for both.
@@ -197,7 +199,9 @@ async def test_a_hanging_tool_times_out_and_the_run_finishes() -> None:
         await asyncio.sleep(3600)
         return "never"
 
-    compiler, _ = compiler_for([plan("1. hang()", '2. search("x", delay=0.01)'), FINISH], hang, search)
+    compiler, _ = compiler_for(
+        [plan("1. hang()", '2. search("x", delay=0.01)'), FINISH], hang, search
+    )
     started = time.perf_counter()
     result = await compiler.arun("q")
     assert time.perf_counter() - started < 5

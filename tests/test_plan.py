@@ -240,7 +240,9 @@ PLANS = [
 
 
 def _describe(items: list[Any]) -> list[Any]:
-    return [i if isinstance(i, TaskSpec) else (type(i).__name__, i.message, i.task_id) for i in items]
+    return [
+        i if isinstance(i, TaskSpec) else (type(i).__name__, i.message, i.task_id) for i in items
+    ]
 
 
 def _split(text: str, cuts: list[int]) -> list[str]:

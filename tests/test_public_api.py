@@ -1,0 +1,54 @@
+"""The public surface: exactly what __all__ lists, and the README example runs as shown."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import dagcall
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_exports_are_exactly_the_public_names() -> None:
+    subpackages = {"models", "prompts"}
+    public = {n for n in dir(dagcall) if not n.startswith("_")} - subpackages
+    assert public == set(dagcall.__all__) - {"__version__"}
+    for name in dagcall.__all__:
+        assert getattr(dagcall, name) is not None
+
+
+def test_every_error_is_a_dagcall_error() -> None:
+    for name in dagcall.__all__:
+        obj = getattr(dagcall, name)
+        if isinstance(obj, type) and issubclass(obj, Exception):
+            assert issubclass(obj, dagcall.DagcallError), name
+
+
+def test_readme_example_is_the_example_file_and_runs() -> None:
+    readme = (ROOT / "README.md").read_text()
+    example = (ROOT / "examples" / "quickstart.py").read_text()
+    block = re.search(r"## A question, answered in parallel\s+```python\n(.*?)```", readme, re.S)
+    assert block is not None
+    assert block.group(1).strip() in example
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "quickstart.py")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    assert "answer: about 7.1% (from $2.8T to $3.0T)" in out
+    assert out.count(" done ") == 3
+
+
+def test_readme_leads_with_the_two_setup_commands() -> None:
+    readme = (ROOT / "README.md").read_text()
+    setup = readme.split("## Set up", 1)[1].split("```", 2)[1]
+    assert "pip install -e '.[dev]' && python examples/quickstart.py" in setup
+    assert "python -m pytest" in setup
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "python -m pytest\n" in ci
+    assert "pip install -e '.[dev]'" in ci
