@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 import dagcall
 
@@ -52,3 +55,8 @@ def test_readme_leads_with_the_two_setup_commands() -> None:
     ci = (ROOT / ".ci" / "run").read_text()
     assert "python -m pytest\n" in ci
     assert "pip install -e '.[dev]'" in ci
+
+
+def test_tests_cannot_reach_beyond_loopback() -> None:
+    with socket.socket() as s, pytest.raises(ConnectionRefusedError, match="loopback"):
+        s.connect(("192.0.2.1", 80))
