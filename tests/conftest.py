@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 
+from openai_server import openai_server  # noqa: F401 - a fixture for every test module
+
 _real_connect = socket.socket.connect
 _real_connect_ex = socket.socket.connect_ex
 

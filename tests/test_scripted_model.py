@@ -18,7 +18,7 @@ async def test_streams_token_by_token_with_usage_last() -> None:
     model = ScriptedModel(["one two three"])
     events = [e async for e in model.stream(MSG)]
     assert events[:-1] == ["one", " two", " three"]
-    assert events[-1] == TokenUsage(input_tokens=2, output_tokens=3)
+    assert events[-1] == TokenUsage(input_tokens=2, output_tokens=3, estimated=True)
     model.assert_all_used()
 
 

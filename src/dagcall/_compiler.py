@@ -262,7 +262,7 @@ class _Run:
         started: float,
         first: float | None,
     ) -> None:
-        estimated = usage is None
+        estimated = usage is None or usage.estimated
         if usage is None:
             usage = TokenUsage(
                 input_tokens=estimate_tokens(m.content for m in messages),

@@ -23,10 +23,14 @@ class Message:
 
 @dataclass(frozen=True, slots=True)
 class TokenUsage:
-    """Tokens a model call consumed, as the provider reported them (or as estimated)."""
+    """Tokens a model call consumed, as the provider reported them.
+
+    ``estimated`` is true when the numbers are an estimate (the provider reported none).
+    """
 
     input_tokens: int
     output_tokens: int
+    estimated: bool = False
 
 
 class Model(ABC):

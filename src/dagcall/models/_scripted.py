@@ -134,4 +134,5 @@ class ScriptedModel(Model):
         yield TokenUsage(
             input_tokens=estimate_tokens(m.content for m in msgs),
             output_tokens=estimate_tokens("".join(sent)),
+            estimated=True,
         )

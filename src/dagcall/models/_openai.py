@@ -1,0 +1,381 @@
+"""OpenAIModel: the OpenAI API, or any OpenAI-compatible server, through the official SDK."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import ssl
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx2
+import openai
+from openai import AsyncOpenAI, AsyncStream, omit
+from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
+
+from .._errors import (
+    ModelConnectionError,
+    ModelError,
+    ModelHTTPError,
+    ModelStreamError,
+    UsageError,
+)
+from .._tokens import estimate_tokens
+from ._base import Message, Model, StopFilter, TokenUsage
+
+__all__ = ["OpenAIModel"]
+
+#: The most stop sequences the OpenAI API accepts; any further ones are applied locally only.
+MAX_API_STOP_SEQUENCES = 4
+
+#: The API key sent to OpenAI-compatible servers when none is configured (they ignore it).
+PLACEHOLDER_API_KEY = "not-needed"
+
+_OPENAI_HOST = "api.openai.com"
+_DETAIL_LIMIT = 300
+
+
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    # Building a verified SSL context costs tens of milliseconds of blocking work; each call
+    # gets a fresh HTTP client (see OpenAIModel), so the context is built once and shared.
+    return httpx2.create_ssl_context()
+
+
+def _redact_url(url: str) -> str:
+    """``url`` without any ``user:password@`` part."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    if "@" not in parts.netloc:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, "***@" + host, parts.path, parts.query, parts.fragment))
+
+
+def _check_base_url(base_url: str) -> None:
+    if not base_url.strip():
+        raise UsageError("base_url must not be empty; omit it to use the OpenAI API")
+    try:
+        parts = urlsplit(base_url)
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:
+        port_ok = False
+    else:
+        if parts.scheme in ("http", "https") and parts.hostname and port_ok:
+            return
+    raise UsageError(
+        f"base_url {_redact_url(base_url)!r} is not an http(s) URL with a host and a valid "
+        "port; write it like 'http://127.0.0.1:8000/v1'"
+    )
+
+
+def _to_openai(message: Message) -> ChatCompletionMessageParam:
+    if message.role == "system":
+        return {"role": "system", "content": message.content}
+    if message.role == "assistant":
+        return {"role": "assistant", "content": message.content}
+    if message.role == "user":
+        return {"role": "user", "content": message.content}
+    raise UsageError(f"message role must be 'system', 'user' or 'assistant', not {message.role!r}")
+
+
+def _chunk_text(chunk: object) -> str:
+    """The text of the first choice's delta (``""`` for usage-only and role-only chunks)."""
+    parts: list[str] = []
+    for choice in getattr(chunk, "choices", None) or ():
+        if getattr(choice, "index", 0) not in (0, None):
+            continue
+        content = getattr(getattr(choice, "delta", None), "content", None)
+        if isinstance(content, str):
+            parts.append(content)
+    return "".join(parts)
+
+
+def _chunk_usage(chunk: object) -> TokenUsage | None:
+    usage = getattr(chunk, "usage", None)
+    if usage is None:
+        return None
+    prompt = getattr(usage, "prompt_tokens", None)
+    completion = getattr(usage, "completion_tokens", None)
+    if isinstance(prompt, int) and isinstance(completion, int):
+        return TokenUsage(input_tokens=prompt, output_tokens=completion)
+    return None
+
+
+def _plural(n: int, word: str) -> str:
+    if n == 1:
+        return f"{n} {word}"
+    return f"{n} {word[:-1]}ies" if word.endswith("y") else f"{n} {word}s"
+
+
+class OpenAIModel(Model):
+    """A chat model served by the OpenAI API or an OpenAI-compatible server.
+
+    ``OpenAIModel("gpt-4o-mini")`` uses the OpenAI API with the key from ``OPENAI_API_KEY``;
+    ``OpenAIModel("llama3", base_url="http://127.0.0.1:8000/v1")`` any compatible server
+    (vLLM, Ollama, llama.cpp's server), which need no key.
+
+    Each :meth:`stream` call uses a fresh HTTP client that is closed when the stream ends, so
+    a model can be shared across event loops and never leaks connections.  To share one
+    connection pool instead, pass your own ``client`` (an ``openai.AsyncOpenAI``); it is then
+    used as is, with its own base URL, key, retries and timeout, and you close it.
+
+    Failed requests are retried by the SDK (``max_retries``, with backoff that honours
+    ``Retry-After``) before the stream starts; once text flows, failures are not retried.
+    Up to four stop sequences are sent to the server, and all of them are also applied
+    locally, as some servers ignore ``stop``.  ``temperature=None`` leaves the server's
+    default; ``extra_body`` adds provider-specific request fields.  Set
+    ``stream_usage=False`` for servers that reject ``stream_options``; token counts are then
+    estimated.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        client: AsyncOpenAI | None = None,
+        max_retries: int = 3,
+        timeout: float = 60.0,
+        temperature: float | None = 0.0,
+        stream_usage: bool = True,
+        extra_body: Mapping[str, Any] | None = None,
+    ) -> None:
+        if not isinstance(model, str) or not model.strip():
+            raise UsageError("OpenAIModel needs a model name, e.g. OpenAIModel('gpt-4o-mini')")
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            raise UsageError(f"max_retries must be a non-negative integer, not {max_retries!r}")
+        if not timeout > 0:
+            raise UsageError(f"timeout must be a positive number of seconds, not {timeout!r}")
+        if client is not None and (base_url is not None or api_key is not None):
+            raise UsageError(
+                "pass either client= (a configured AsyncOpenAI) or base_url=/api_key=, not both"
+            )
+        if base_url is not None:
+            _check_base_url(base_url)
+
+        if client is None:
+            key = api_key or os.environ.get("OPENAI_API_KEY") or None
+            if key is None:
+                if base_url is None:
+                    raise UsageError(
+                        f"no API key for OpenAI model {model!r}: set the OPENAI_API_KEY "
+                        "environment variable, pass api_key=, or pass base_url= to use a local "
+                        "OpenAI-compatible server"
+                    )
+                key = PLACEHOLDER_API_KEY
+            self._api_key = key
+        else:
+            self._api_key = client.api_key if isinstance(client.api_key, str) else ""
+
+        self.model = model
+        self.base_url = base_url
+        self.max_retries = max_retries
+        self.timeout = float(timeout)
+        self.temperature = temperature
+        self.stream_usage = stream_usage
+        self.extra_body: dict[str, Any] | None = dict(extra_body) if extra_body else None
+        self._client = client
+        shown = base_url
+        if client is not None and client.base_url.host != _OPENAI_HOST:
+            shown = str(client.base_url).rstrip("/")
+        self.name = f"openai:{model}" + (f"@{_redact_url(shown)}" if shown else "")
+
+    # -- the Model interface --------------------------------------------------------------------
+    async def stream(
+        self,
+        messages: Sequence[Message],
+        *,
+        stop: Sequence[str] = (),
+        max_tokens: int | None = None,
+    ) -> AsyncGenerator[str | TokenUsage, None]:
+        msgs = list(messages)
+        payload = [_to_openai(m) for m in msgs]
+        stops = [s for s in stop if s]
+        if max_tokens is not None and max_tokens < 1:
+            raise UsageError(f"max_tokens must be at least 1, not {max_tokens!r}")
+        stopper = StopFilter(stops)
+        received: list[str] = []  # raw text from the server, before local stop filtering
+        usage: TokenUsage | None = None
+
+        client = self._client if self._client is not None else self._new_client()
+        try:
+            chunks = await self._open(client, payload, stops, max_tokens)
+            try:
+                while True:
+                    try:
+                        chunk = await chunks.__anext__()
+                        text = _chunk_text(chunk)
+                        usage = _chunk_usage(chunk) or usage
+                    except StopAsyncIteration:
+                        break
+                    except Exception as exc:  # anything raised here is a stream failure
+                        raise self._stream_error(client, exc, sum(map(len, received))) from exc
+                    if not text:
+                        continue
+                    received.append(text)
+                    out = stopper.feed(text)
+                    if out:
+                        yield out
+                    if stopper.stopped:
+                        break  # the rest is past a stop sequence: stop reading now
+            finally:
+                await self._quietly_close(chunks)
+        finally:
+            if client is not self._client:
+                await self._quietly_close(client)
+
+        tail = stopper.flush()
+        if tail:
+            yield tail
+        if usage is None:
+            usage = TokenUsage(
+                input_tokens=estimate_tokens(m.content for m in msgs),
+                output_tokens=estimate_tokens("".join(received)),
+                estimated=True,
+            )
+        yield usage
+
+    # -- helpers --------------------------------------------------------------------------------
+    def _new_client(self) -> AsyncOpenAI:
+        try:
+            return AsyncOpenAI(
+                api_key=self._api_key,
+                base_url=self.base_url,
+                max_retries=self.max_retries,
+                timeout=self.timeout,
+                http_client=openai.DefaultAsyncHttpxClient(verify=_ssl_context()),
+            )
+        except Exception as exc:  # e.g. SSL_CERT_FILE naming a missing file
+            raise ModelError(
+                f"{self.name}: could not set up the HTTP client: "
+                f"{type(exc).__name__}: {self._detail(exc)}",
+                model=self.name,
+            ) from exc
+
+    async def _open(
+        self,
+        client: AsyncOpenAI,
+        payload: list[ChatCompletionMessageParam],
+        stops: list[str],
+        max_tokens: int | None,
+    ) -> AsyncStream[ChatCompletionChunk]:
+        """Send the request (the SDK retries it) and return the chunk stream."""
+        # OpenAI's own API wants max_completion_tokens (reasoning models reject max_tokens);
+        # compatible servers widely understand only max_tokens.
+        official = client.base_url.host == _OPENAI_HOST
+        try:
+            return await client.chat.completions.create(
+                model=self.model,
+                messages=payload,
+                stream=True,
+                stop=stops[:MAX_API_STOP_SEQUENCES] or omit,
+                max_tokens=omit if max_tokens is None or official else max_tokens,
+                max_completion_tokens=omit if max_tokens is None or not official else max_tokens,
+                temperature=omit if self.temperature is None else self.temperature,
+                stream_options={"include_usage": True} if self.stream_usage else omit,
+                extra_body=self.extra_body,
+            )
+        except openai.APIStatusError as exc:
+            raise self._status_error(client, exc) from exc
+        except openai.APITimeoutError as exc:
+            raise ModelConnectionError(
+                f"{self.name}: {self._url(client)} did not answer within "
+                f"{self._timeout_text(client)} (tried {_plural(client.max_retries + 1, 'time')}); "
+                "check that the server is up and not overloaded, or raise timeout=",
+                model=self.name,
+            ) from exc
+        except openai.APIConnectionError as exc:
+            reason = self._scrub(str(exc.__cause__ or exc)) or type(exc.__cause__).__name__
+            raise ModelConnectionError(
+                f"{self.name}: could not reach {self._url(client)} ({reason}; tried "
+                f"{_plural(client.max_retries + 1, 'time')}); check that the server is running "
+                "and that base_url is right",
+                model=self.name,
+            ) from exc
+        except Exception as exc:  # whatever else the SDK or its transport raised
+            raise ModelError(
+                f"{self.name}: request to {self._url(client)} failed: "
+                f"{type(exc).__name__}: {self._detail(exc)}",
+                model=self.name,
+            ) from exc
+
+    def _status_error(self, client: AsyncOpenAI, exc: openai.APIStatusError) -> ModelHTTPError:
+        code = exc.status_code
+        url = self._url(client)
+        retries = _plural(client.max_retries, "retry")
+        if code == 401:
+            what = (
+                f"{url} rejected the API key (HTTP 401); check OPENAI_API_KEY or the api_key "
+                "argument"
+            )
+        elif code == 403:
+            what = f"{url} refused access (HTTP 403); check that the API key may use this model"
+        elif code == 404:
+            what = (
+                f"{url} has no model {self.model!r} or no chat completions endpoint (HTTP 404); "
+                "check the model name and that base_url ends in /v1"
+            )
+        elif code == 429:
+            what = (
+                f"rate limited by {url} (HTTP 429) after {retries}; lower the concurrency, "
+                "wait, or raise max_retries"
+            )
+        elif code >= 500:
+            what = f"provider error at {url} (HTTP {code}) after {retries}; try again later"
+        else:
+            what = f"{url} rejected the request (HTTP {code})"
+        return ModelHTTPError(
+            f"{self.name}: {what}: {self._detail(exc)}", model=self.name, status_code=code
+        )
+
+    def _stream_error(self, client: AsyncOpenAI, exc: Exception, chars: int) -> ModelStreamError:
+        url = self._url(client)
+        arrived = f"after {_plural(chars, 'character')} of text had arrived"
+        if isinstance(exc, openai.APITimeoutError):
+            what = f"the stream from {url} stalled for {self._timeout_text(client)} {arrived}"
+        elif isinstance(exc, openai.APIConnectionError):
+            reason = self._scrub(str(exc.__cause__ or exc))
+            what = f"the stream from {url} was cut {arrived} ({reason})"
+        elif isinstance(exc, openai.APIError):
+            what = f"{url} reported an error mid-stream {arrived}: {self._detail(exc)}"
+        else:
+            what = (
+                f"{url} sent a malformed stream chunk {arrived} "
+                f"({type(exc).__name__}: {self._detail(exc)})"
+            )
+        return ModelStreamError(f"{self.name}: {what}", model=self.name)
+
+    @staticmethod
+    async def _quietly_close(closable: AsyncStream[ChatCompletionChunk] | AsyncOpenAI) -> None:
+        # Cleanup must not hide the real outcome (the text, or the error being raised).
+        with contextlib.suppress(Exception):
+            await closable.close()
+
+    def _url(self, client: AsyncOpenAI) -> str:
+        return _redact_url(str(client.base_url).rstrip("/"))
+
+    @staticmethod
+    def _timeout_text(client: AsyncOpenAI) -> str:
+        timeout = client.timeout
+        if isinstance(timeout, int | float):
+            return f"{timeout:g}s"
+        if isinstance(timeout, httpx2.Timeout) and timeout.read is not None:
+            return f"{timeout.read:g}s"
+        return "the timeout"
+
+    def _scrub(self, text: str) -> str:
+        if self._api_key:
+            text = text.replace(self._api_key, "***")
+        return text
+
+    def _detail(self, exc: BaseException) -> str:
+        text = self._scrub(str(getattr(exc, "message", None) or exc)).strip()
+        if len(text) > _DETAIL_LIMIT:
+            text = text[: _DETAIL_LIMIT - 3] + "..."
+        return text or type(exc).__name__

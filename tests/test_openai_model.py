@@ -1,0 +1,417 @@
+"""OpenAIModel against a fake OpenAI-compatible server on 127.0.0.1 (no real API is reached)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from typing import Any
+
+import openai
+import pytest
+
+from dagcall._errors import (
+    ModelConnectionError,
+    ModelError,
+    ModelHTTPError,
+    ModelStreamError,
+    UsageError,
+)
+from dagcall._tokens import estimate_tokens
+from dagcall.models import Message, TokenUsage, complete, resolve_model
+from dagcall.models._openai import OpenAIModel
+from openai_server import (
+    FakeOpenAIServer,
+    Stall,
+    Status,
+    Stream,
+    rate_limited,
+    server_error,
+)
+
+SECRET = "sk-test-SECRET-0123456789abcdef"  # noqa: S105 - a fake key
+MESSAGES = [
+    Message("system", "You are terse."),
+    Message("user", "Say hello."),
+]
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in (
+        "OPENAI_API_KEY",
+        "OPENAI_BASE_URL",
+        "OPENAI_ORG_ID",
+        "OPENAI_PROJECT_ID",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+    ):
+        monkeypatch.delenv(name, raising=False)
+
+
+def make_model(server: FakeOpenAIServer, **kwargs: Any) -> OpenAIModel:
+    kwargs.setdefault("max_retries", 1)
+    kwargs.setdefault("timeout", 5.0)
+    return OpenAIModel("fake-model", base_url=server.base_url, **kwargs)
+
+
+async def collect(
+    model: OpenAIModel,
+    events: list[str | TokenUsage] | None = None,
+    messages: list[Message] = MESSAGES,
+    **kwargs: Any,
+) -> tuple[list[str], list[TokenUsage]]:
+    """Run a stream; ``events`` (if given) keeps what arrived even when the stream raises."""
+    events = [] if events is None else events
+    async for event in model.stream(messages, **kwargs):
+        events.append(event)
+    return (
+        [e for e in events if isinstance(e, str)],
+        [e for e in events if isinstance(e, TokenUsage)],
+    )
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# -- streaming ------------------------------------------------------------------------------------
+
+
+async def test_text_streams_in_several_deltas(openai_server: FakeOpenAIServer) -> None:
+    openai_server.script(Stream(["Hel", "lo, ", "wor", "ld!"], usage=(21, 4)))
+    texts, _ = await collect(make_model(openai_server))
+    assert len(texts) >= 2
+    assert "".join(texts) == "Hello, world!"
+    assert all(texts), "no empty deltas are yielded"
+
+
+async def test_usage_comes_from_the_usage_chunk(openai_server: FakeOpenAIServer) -> None:
+    openai_server.script(Stream(["Hello", " there"], usage=(37, 5)))
+    events: list[str | TokenUsage] = []
+    await collect(make_model(openai_server), events)
+    assert events[-1] == TokenUsage(input_tokens=37, output_tokens=5)
+    assert sum(isinstance(e, TokenUsage) for e in events) == 1
+
+
+async def test_usage_is_estimated_without_a_usage_chunk(openai_server: FakeOpenAIServer) -> None:
+    openai_server.script(Stream(["Hello", ", ", "world"], usage=None))
+    _, usages = await collect(make_model(openai_server))
+    assert usages == [
+        TokenUsage(
+            input_tokens=estimate_tokens(m.content for m in MESSAGES),
+            output_tokens=estimate_tokens("Hello, world"),
+            estimated=True,
+        )
+    ]
+
+
+async def test_stream_usage_false_omits_stream_options(openai_server: FakeOpenAIServer) -> None:
+    # The server would report usage, but only when asked to: the model estimates instead.
+    openai_server.script(Stream(["Hi"], usage=(99, 99)))
+    _, usages = await collect(make_model(openai_server, stream_usage=False))
+    assert "stream_options" not in openai_server.bodies[0]
+    assert usages == [TokenUsage(estimate_tokens(m.content for m in MESSAGES), 1, estimated=True)]
+
+
+async def test_request_body(openai_server: FakeOpenAIServer) -> None:
+    openai_server.script(Stream(["ok"], usage=(1, 1)))
+    model = make_model(openai_server, api_key=SECRET, extra_body={"top_k": 5})
+    messages = [*MESSAGES, Message("assistant", "Hello."), Message("user", "Again.")]
+    stops = ["\nObservation:", "END", "###", "<|eot|>", "STOP5", "STOP6"]
+    await collect(model, messages=messages, stop=stops, max_tokens=50)
+
+    (request,) = openai_server.requests
+    assert request.method == "POST"
+    assert request.path == "/v1/chat/completions"
+    assert request.headers["authorization"] == f"Bearer {SECRET}"
+    body = request.body
+    assert body["model"] == "fake-model"
+    assert body["messages"] == [{"role": m.role, "content": m.content} for m in messages]
+    assert body["stream"] is True
+    assert body["stop"] == stops[:4]
+    assert body["stream_options"] == {"include_usage": True}
+    assert body["max_tokens"] == 50
+    assert body["temperature"] == 0.0
+    assert body["top_k"] == 5
+
+
+async def test_request_body_without_stop_or_temperature(openai_server: FakeOpenAIServer) -> None:
+    openai_server.script(Stream(["ok"]))
+    await collect(make_model(openai_server, temperature=None), stop=["", ""])
+    body = openai_server.bodies[0]
+    assert "stop" not in body
+    assert "temperature" not in body
+    assert "max_tokens" not in body
+    assert openai_server.requests[0].headers["authorization"] == "Bearer not-needed"
+
+
+async def test_stop_applied_locally_when_server_ignores_it(
+    openai_server: FakeOpenAIServer,
+) -> None:
+    # The stop sequence is split across chunks, and many slow chunks follow it: the model
+    # must cut the text and stop reading at once instead of waiting for them.
+    tail = ["more "] * 20
+    openai_server.script(
+        Stream(["Thought: 4", "2.\nObs", "ervation: x", *tail], usage=(5, 30), delay=0.1)
+    )
+    start = time.perf_counter()
+    texts, usages = await collect(make_model(openai_server), stop=["\nObservation"])
+    assert time.perf_counter() - start < 1.5
+    assert "".join(texts) == "Thought: 42."
+    # Closed early, so no usage chunk arrived: the output is estimated from what was read.
+    assert usages == [
+        TokenUsage(
+            estimate_tokens(m.content for m in MESSAGES),
+            estimate_tokens("Thought: 42.\nObservation: x"),
+            estimated=True,
+        )
+    ]
+
+
+async def test_stop_sequences_beyond_four_still_apply_locally(
+    openai_server: FakeOpenAIServer,
+) -> None:
+    openai_server.script(Stream(["alpha ", "beta ", "FIFTH gamma"]))
+    stops = ["S1", "S2", "S3", "S4", "FIFTH"]
+    texts, _ = await collect(make_model(openai_server), stop=stops)
+    assert openai_server.bodies[0]["stop"] == ["S1", "S2", "S3", "S4"]
+    assert "".join(texts) == "alpha beta "
+
+
+async def test_held_back_text_is_flushed_at_the_end(openai_server: FakeOpenAIServer) -> None:
+    openai_server.script(Stream(["answer: 7", "\nObs"]))
+    texts, _ = await collect(make_model(openai_server), stop=["\nObservation"])
+    assert "".join(texts) == "answer: 7\nObs"
+
+
+async def test_complete_gathers_the_stream(openai_server: FakeOpenAIServer) -> None:
+    openai_server.script(Stream(["4", "2"], usage=(8, 1)))
+    result = await complete(make_model(openai_server), MESSAGES)
+    assert result.text == "42"
+    assert result.usage == TokenUsage(8, 1)
+    assert result.time_to_first_token is not None
+
+
+async def test_consumer_may_stop_early(openai_server: FakeOpenAIServer) -> None:
+    openai_server.script(Stream(["a", "b", "c", "d"], delay=0.05), Stream(["again"]))
+    model = make_model(openai_server)
+    agen = model.stream(MESSAGES)
+    assert await agen.__anext__() == "a"
+    await agen.aclose()
+    texts, _ = await collect(model)  # the model is still usable
+    assert texts == ["again"]
+
+
+async def test_shared_client_is_used_and_left_open(openai_server: FakeOpenAIServer) -> None:
+    openai_server.script(Stream(["one"]), Stream(["two"]))
+    async with openai.AsyncOpenAI(
+        api_key=SECRET, base_url=openai_server.base_url, max_retries=0
+    ) as client:
+        model = OpenAIModel("fake-model", client=client)
+        assert model.name == f"openai:fake-model@{openai_server.base_url}"
+        assert "".join((await collect(model))[0]) == "one"
+        assert not client.is_closed()
+        assert "".join((await collect(model))[0]) == "two"
+
+
+# -- retries and errors ---------------------------------------------------------------------------
+
+
+async def test_rate_limit_is_retried_then_succeeds(openai_server: FakeOpenAIServer) -> None:
+    openai_server.script(rate_limited(retry_after="0"), Stream(["fine"], usage=(3, 1)))
+    texts, usages = await collect(make_model(openai_server, max_retries=1))
+    assert "".join(texts) == "fine"
+    assert usages == [TokenUsage(3, 1)]
+    assert len(openai_server.requests) == 2
+
+
+async def test_rate_limit_that_persists(openai_server: FakeOpenAIServer) -> None:
+    openai_server.script(rate_limited(), rate_limited())
+    with pytest.raises(ModelHTTPError) as info:
+        await collect(make_model(openai_server, max_retries=1))
+    assert info.value.status_code == 429
+    assert "rate limited" in str(info.value)
+    assert "1 retry" in str(info.value)
+    assert len(openai_server.requests) == 2
+
+
+async def test_persistent_server_error(openai_server: FakeOpenAIServer) -> None:
+    openai_server.script(server_error(), server_error())
+    model = make_model(openai_server, max_retries=1, api_key=SECRET)
+    with pytest.raises(ModelHTTPError) as info:
+        await collect(model)
+    err = info.value
+    assert err.status_code == 500
+    assert err.model == model.name
+    assert model.name in str(err)
+    assert openai_server.base_url in str(err)
+    assert "provider error" in str(err)
+    assert isinstance(err.__cause__, openai.APIStatusError)
+    assert len(openai_server.requests) == 2
+    assert SECRET not in str(err)
+
+
+async def test_client_error_is_not_retried(openai_server: FakeOpenAIServer) -> None:
+    openai_server.script(Status(400, "bad request: unknown field"))
+    with pytest.raises(ModelHTTPError) as info:
+        await collect(make_model(openai_server, max_retries=3))
+    assert info.value.status_code == 400
+    assert "unknown field" in str(info.value)
+    assert len(openai_server.requests) == 1
+
+
+async def test_bad_api_key_message_is_actionable_and_hides_the_key(
+    openai_server: FakeOpenAIServer,
+) -> None:
+    # Some servers echo the key they were given; it must not reach our message.
+    openai_server.script(Status(401, f"Incorrect API key provided: {SECRET}."))
+    model = make_model(openai_server, api_key=SECRET)
+    with pytest.raises(ModelHTTPError) as info:
+        await collect(model)
+    message = str(info.value)
+    assert info.value.status_code == 401
+    assert "API key" in message
+    assert "OPENAI_API_KEY" in message
+    assert SECRET not in message
+    assert SECRET not in repr(model)
+    assert SECRET not in model.name
+    assert len(openai_server.requests) == 1
+
+
+async def test_connection_refused() -> None:
+    url = f"http://127.0.0.1:{closed_port()}/v1"
+    model = OpenAIModel("fake-model", base_url=url, api_key=SECRET, max_retries=0, timeout=5)
+    with pytest.raises(ModelConnectionError) as info:
+        await collect(model)
+    assert url in str(info.value)
+    assert "could not reach" in str(info.value)
+    assert SECRET not in str(info.value)
+    assert isinstance(info.value.__cause__, openai.APIConnectionError)
+
+
+async def test_server_that_never_answers_times_out(openai_server: FakeOpenAIServer) -> None:
+    openai_server.script(Stall(5.0))
+    model = make_model(openai_server, max_retries=0, timeout=0.3)
+    start = time.perf_counter()
+    with pytest.raises(ModelConnectionError) as info:
+        await collect(model)
+    assert time.perf_counter() - start < 3
+    assert "did not answer within 0.3s" in str(info.value)
+    assert isinstance(info.value.__cause__, openai.APITimeoutError)
+
+
+async def test_stream_cut_midway(openai_server: FakeOpenAIServer) -> None:
+    openai_server.script(Stream(["Hello", ", wor", "ld"], cut_after=2))
+    events: list[str | TokenUsage] = []
+    model = make_model(openai_server, api_key=SECRET)
+    with pytest.raises(ModelStreamError) as info:
+        await collect(model, events)
+    assert events == ["Hello", ", wor"]
+    message = str(info.value)
+    assert "cut after 10 characters" in message
+    assert model.name in message
+    assert SECRET not in message
+    assert isinstance(info.value.__cause__, openai.APIConnectionError)
+    assert len(openai_server.requests) == 1  # mid-stream failures are not retried
+
+
+async def test_malformed_chunk(openai_server: FakeOpenAIServer) -> None:
+    openai_server.script(Stream(["Hi", " there", "!"], malformed_after=1))
+    events: list[str | TokenUsage] = []
+    with pytest.raises(ModelStreamError) as info:
+        await collect(make_model(openai_server), events)
+    assert events == ["Hi"]
+    assert "malformed" in str(info.value)
+    assert "2 characters" in str(info.value)
+    assert isinstance(info.value.__cause__, json.JSONDecodeError)
+
+
+async def test_stream_that_stalls_midway(openai_server: FakeOpenAIServer) -> None:
+    openai_server.script(Stream(["a", "b", "c"], stall_after=1, stall=5.0))
+    events: list[str | TokenUsage] = []
+    with pytest.raises(ModelStreamError) as info:
+        await collect(make_model(openai_server, timeout=0.3), events)
+    assert events == ["a"]
+    assert "stalled" in str(info.value)
+
+
+async def test_errors_are_model_errors(openai_server: FakeOpenAIServer) -> None:
+    # Nothing scripted: the fake answers 400, which must surface as a dagcall error.
+    with pytest.raises(ModelError):
+        await collect(make_model(openai_server))
+
+
+# -- construction ---------------------------------------------------------------------------------
+
+
+async def test_resolve_model_builds_a_working_model(openai_server: FakeOpenAIServer) -> None:
+    openai_server.script(Stream(["res", "olved"], usage=(4, 2)))
+    model = resolve_model(f"openai:foo@{openai_server.base_url}")
+    assert isinstance(model, OpenAIModel)
+    assert model.name == f"openai:foo@{openai_server.base_url}"
+    result = await complete(model, MESSAGES)
+    assert result.text == "resolved"
+    assert result.usage == TokenUsage(4, 2)
+    assert openai_server.bodies[0]["model"] == "foo"
+
+
+def test_missing_api_key_without_base_url() -> None:
+    with pytest.raises(UsageError, match="OPENAI_API_KEY") as info:
+        OpenAIModel("gpt-4o-mini")
+    assert "base_url" in str(info.value)
+    with pytest.raises(UsageError, match="OPENAI_API_KEY"):
+        resolve_model("openai:gpt-4o-mini")
+
+
+def test_api_key_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    model = OpenAIModel("gpt-4o-mini")
+    assert model.name == "openai:gpt-4o-mini"
+    assert SECRET not in repr(model)
+    assert SECRET not in model.name
+
+
+def test_api_key_never_shown() -> None:
+    model = OpenAIModel("m", base_url="http://user:pw@127.0.0.1:9/v1", api_key=SECRET)
+    assert SECRET not in repr(model)
+    assert SECRET not in model.name
+    assert "pw" not in model.name
+    assert model.name == "openai:m@http://***@127.0.0.1:9/v1"
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"max_retries": -1},
+        {"timeout": 0},
+        {"model": " "},
+        {"base_url": ""},
+        {"base_url": "127.0.0.1:8000/v1"},
+        {"base_url": "ftp://127.0.0.1:8000/v1"},
+        {"base_url": "http://127.0.0.1:99999/v1"},
+    ],
+)
+def test_bad_arguments(kwargs: dict[str, Any]) -> None:
+    args: dict[str, Any] = {"model": "m", "base_url": "http://127.0.0.1:9/v1", **kwargs}
+    with pytest.raises(UsageError):
+        OpenAIModel(**args)
+
+
+async def test_client_and_base_url_together_is_a_usage_error() -> None:
+    async with openai.AsyncOpenAI(api_key="x", base_url="http://127.0.0.1:9/v1") as client:
+        with pytest.raises(UsageError, match="not both"):
+            OpenAIModel("m", client=client, base_url="http://127.0.0.1:9/v1")
+
+
+async def test_unknown_message_role_is_a_usage_error(openai_server: FakeOpenAIServer) -> None:
+    model = make_model(openai_server)
+    with pytest.raises(UsageError, match="role"):
+        await collect(model, messages=[Message("tool", "x")])  # type: ignore[arg-type]
+    assert openai_server.requests == []
