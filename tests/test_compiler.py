@@ -499,9 +499,37 @@ async def test_sync_run_inside_a_loop_is_a_usage_error() -> None:
         compiler.run("q")
 
 
+def test_default_model_comes_from_the_environment_else_local(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("DAGCALL_MODEL", raising=False)
+    compiler = Compiler(tools=[search])  # nothing is loaded until the first question
+    assert compiler.planner.name == "local"
+    assert compiler.plan_grammar is not None  # local models plan under the grammar
+    monkeypatch.setenv("DAGCALL_MODEL", "openai:some-model@http://127.0.0.1:9/v1")
+    compiler = Compiler(tools=[search])
+    assert compiler.planner.name == "openai:some-model@http://127.0.0.1:9/v1"
+    assert compiler.plan_grammar is None
+
+
+def test_grammar_is_passed_only_to_models_that_support_it() -> None:
+    plain = ScriptedModel([plan('1. search("a", delay=0)'), FINISH])
+    Compiler(model=plain, tools=[search]).run("q")
+    assert plain.calls[0].grammar is None
+    capable = ScriptedModel([plan('1. search("a", delay=0)'), FINISH], supports_grammar=True)
+    Compiler(model=capable, tools=[search]).run("q")
+    grammar = capable.calls[0].grammar
+    assert grammar is not None
+    assert '"search("' in grammar
+    assert capable.calls[1].grammar is None  # the joiner is free text
+    off = ScriptedModel([plan('1. search("a", delay=0)'), FINISH], supports_grammar=True)
+    Compiler(model=off, tools=[search], constrained_plans=False).run("q")
+    assert off.calls[0].grammar is None
+    with pytest.raises(UsageError, match="constrained_plans"):
+        Compiler(model=ScriptedModel([]), tools=[search], constrained_plans=True)
+
+
 def test_configuration_errors() -> None:
-    with pytest.raises(UsageError, match="no model"):
-        Compiler(tools=[search])
     with pytest.raises(UsageError, match="two tools"):
         Compiler(model=ScriptedModel([]), tools=[search, search])
     with pytest.raises(UsageError, match="max_replans"):

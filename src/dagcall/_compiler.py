@@ -14,6 +14,7 @@ from ._errors import (
     RunTimeoutError,
     UsageError,
 )
+from ._grammar import plan_grammar
 from ._joiner import JoinerDecision, parse_joiner
 from ._plan import END_OF_PLAN, PlanItem, PlanParser, TaskSpec
 from ._prompts import joiner_messages, planner_messages
@@ -37,7 +38,11 @@ class Compiler:
     whole run, after which everything outstanding is cancelled and
     :class:`~dagcall.RunTimeoutError` is raised), ``tool_timeout`` (default per-call limit for
     tools without their own), ``max_concurrency`` (tool calls at once across all tools) and
-    ``examples`` (planner examples replacing the built-in one; ``""`` for none).
+    ``examples`` (planner examples replacing the built-in one; ``""`` for none) and
+    ``constrained_plans`` (decode plans under a grammar of the plan language so they always
+    parse; on by default for planners that support it, i.e. ``LocalModel``).
+
+    With no model at all, ``DAGCALL_MODEL`` names one, else the embedded local model is used.
     """
 
     def __init__(
@@ -52,14 +57,12 @@ class Compiler:
         tool_timeout: float | None = 60.0,
         max_concurrency: int | None = None,
         examples: str | None = None,
+        constrained_plans: bool | None = None,
     ) -> None:
         if model is None and (planner_model is None or joiner_model is None):
-            raise UsageError(
-                "no model given: pass model=... (a dagcall Model, or a string such as "
-                "'openai:gpt-4o-mini' or 'openai:MODEL@http://127.0.0.1:8000/v1')"
-            )
-        self.planner = resolve_model(planner_model if planner_model is not None else model)  # type: ignore[arg-type]
-        self.joiner = resolve_model(joiner_model if joiner_model is not None else model)  # type: ignore[arg-type]
+            model = resolve_model(None)  # DAGCALL_MODEL, else the embedded local model
+        self.planner = resolve_model(planner_model if planner_model is not None else model)
+        self.joiner = resolve_model(joiner_model if joiner_model is not None else model)
         self.tools: dict[str, Tool] = {}
         for t in tools:
             t = t if isinstance(t, Tool) else Tool(t)
@@ -78,6 +81,16 @@ class Compiler:
         self.tool_timeout = tool_timeout
         self.max_concurrency = max_concurrency
         self.examples = examples
+        if constrained_plans is None:
+            constrained_plans = self.planner.supports_grammar
+        if constrained_plans and not self.planner.supports_grammar:
+            raise UsageError(
+                f"constrained_plans=True needs a planner that supports grammars "
+                f"(a LocalModel); {self.planner.name} does not"
+            )
+        self.plan_grammar = (
+            plan_grammar(list(self.tools.values())) if constrained_plans and self.tools else None
+        )
 
     def planner_messages(self, question: str) -> list[Message]:
         """The messages the planner gets for a first plan (to inspect or test prompts)."""
@@ -179,7 +192,11 @@ class _Run:
         first: float | None = None
         usage: TokenUsage | None = None
         try:
-            async with aclosing(c.planner.stream(messages, stop=[END_OF_PLAN])) as stream:
+            options: dict[str, Any] = {}
+            if c.plan_grammar is not None:  # only grammar-capable models take the keyword
+                options["grammar"] = c.plan_grammar
+            planner_stream = c.planner.stream(messages, stop=[END_OF_PLAN], **options)
+            async with aclosing(planner_stream) as stream:
                 async for event in stream:
                     if isinstance(event, TokenUsage):
                         usage = event

@@ -4,7 +4,8 @@ Errors are split by who is at fault, so callers can act on them::
 
     DagcallError
     ├── UsageError               misuse of the library by the developer (bad config, wrong call)
-    │   └── ToolDefinitionError  a function that cannot become a tool
+    │   ├── ToolDefinitionError  a function that cannot become a tool
+    │   └── ModelNotAvailableError  a model, its extra or its weights are not installed
     ├── PlanError                the planner model wrote something that is not a valid plan
     │   ├── PlanSyntaxError      a task line that does not parse as ``N. tool(literal args)``
     │   ├── UnknownToolError     a task calls a tool that is not registered
@@ -43,6 +44,7 @@ __all__ = [
     "ModelConnectionError",
     "ModelError",
     "ModelHTTPError",
+    "ModelNotAvailableError",
     "ModelStreamError",
     "PlanError",
     "PlanSyntaxError",
@@ -74,6 +76,10 @@ class UsageError(DagcallError):
 
 class ToolDefinitionError(UsageError):
     """A function could not be turned into a tool."""
+
+
+class ModelNotAvailableError(UsageError):
+    """A model cannot be used here: its extra or its weights are not installed."""
 
 
 class PlanError(DagcallError):

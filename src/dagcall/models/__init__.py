@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 from .._errors import UsageError
@@ -9,10 +10,12 @@ from ._base import Completion, Message, Model, StopFilter, TokenUsage, complete
 from ._scripted import ScriptedCall, ScriptedModel
 
 if TYPE_CHECKING:
+    from ._local import LocalModel
     from ._openai import OpenAIModel
 
 __all__ = [
     "Completion",
+    "LocalModel",
     "Message",
     "Model",
     "OpenAIModel",
@@ -21,33 +24,56 @@ __all__ = [
     "StopFilter",
     "TokenUsage",
     "complete",
+    "default_model_spec",
     "resolve_model",
 ]
 
-KNOWN_PROVIDERS = ("openai",)
+KNOWN_PROVIDERS = ("local", "openai")
+DEFAULT_MODEL = "local"
 
 
 def __getattr__(name: str) -> object:
-    # The OpenAI SDK is imported only when an OpenAI model is used.
+    # Provider SDKs are imported only when a model of theirs is used.
     if name == "OpenAIModel":
         from ._openai import OpenAIModel
 
         return OpenAIModel
+    if name == "LocalModel":
+        from ._local import LocalModel
+
+        return LocalModel
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def resolve_model(spec: Model | str) -> Model:
+def default_model_spec() -> str:
+    """The model used when none is given: ``DAGCALL_MODEL``, else the embedded local model."""
+    return os.environ.get("DAGCALL_MODEL", "").strip() or DEFAULT_MODEL
+
+
+def resolve_model(spec: Model | str | None = None) -> Model:
     """Turn a model or a model string into a model.
 
-    Strings are ``"provider:model"``: ``"openai:gpt-4o-mini"`` uses the OpenAI API (key from
-    ``OPENAI_API_KEY``), and ``"openai:MODEL@http://host:port/v1"`` any OpenAI-compatible
-    server (vLLM, Ollama, llama.cpp's server).
+    Strings are ``"provider:model"``: ``"local"`` is the embedded local model and
+    ``"local:/path/to/file.gguf"`` any GGUF file run by llama.cpp; ``"openai:gpt-4o-mini"``
+    uses the OpenAI API (key from ``OPENAI_API_KEY``), and ``"openai:MODEL@http://host:port/v1"``
+    any OpenAI-compatible server (vLLM, Ollama, llama.cpp's server).  ``None`` means
+    :func:`default_model_spec`.
     """
+    if spec is None:
+        spec = default_model_spec()
     if isinstance(spec, Model):
         return spec
     if not isinstance(spec, str):
         raise UsageError(f"model must be a dagcall Model or a string, not {type(spec).__name__}")
+    if spec.strip() == "local":
+        from ._local import LocalModel
+
+        return LocalModel()
     provider, sep, rest = spec.partition(":")
+    if provider == "local" and rest:
+        from ._local import LocalModel
+
+        return LocalModel(rest)
     if not sep or not rest:
         raise UsageError(
             f"model string {spec!r} must look like 'provider:model', e.g. 'openai:gpt-4o-mini' "

@@ -6,7 +6,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 __all__ = ["Completion", "Message", "Model", "StopFilter", "TokenUsage", "complete"]
 
@@ -40,10 +40,15 @@ class Model(ABC):
     the end, at most one :class:`TokenUsage` with the call's token counts.  The output must not
     contain any of ``stop`` nor anything after it (:class:`StopFilter` does that for providers
     that ignore stop sequences).  Errors are raised as :class:`~dagcall.ModelError` subclasses.
+
+    ``grammar`` is a GBNF grammar the reply must follow; it is passed only to models whose
+    ``supports_grammar`` is true (llama.cpp models), and others may ignore it.
     """
 
     #: A short human-readable name such as ``"openai:gpt-4o-mini"``, used in usage records.
     name: str = "model"
+    #: Whether the model can constrain its output to a GBNF grammar.
+    supports_grammar: bool = False
 
     @abstractmethod
     def stream(
@@ -52,6 +57,7 @@ class Model(ABC):
         *,
         stop: Sequence[str] = (),
         max_tokens: int | None = None,
+        grammar: str | None = None,
     ) -> AsyncGenerator[str | TokenUsage, None]:
         """Stream the reply to ``messages`` as text deltas, then optionally a TokenUsage."""
 
@@ -75,13 +81,15 @@ async def complete(
     *,
     stop: Sequence[str] = (),
     max_tokens: int | None = None,
+    grammar: str | None = None,
 ) -> Completion:
     """Run ``model`` to the end of its reply and return the text with its usage and timing."""
     start = time.perf_counter()
     first: float | None = None
     parts: list[str] = []
     usage: TokenUsage | None = None
-    async for event in model.stream(messages, stop=stop, max_tokens=max_tokens):
+    options: dict[str, Any] = {"grammar": grammar} if grammar is not None else {}
+    async for event in model.stream(messages, stop=stop, max_tokens=max_tokens, **options):
         if isinstance(event, TokenUsage):
             usage = event
         elif event:

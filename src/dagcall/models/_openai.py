@@ -193,6 +193,7 @@ class OpenAIModel(Model):
         *,
         stop: Sequence[str] = (),
         max_tokens: int | None = None,
+        grammar: str | None = None,
     ) -> AsyncGenerator[str | TokenUsage, None]:
         msgs = list(messages)
         payload = [_to_openai(m) for m in msgs]

@@ -25,6 +25,7 @@ class ScriptedCall:
     messages: list[Message]
     stop: tuple[str, ...]
     reply: str
+    grammar: str | None = None
 
 
 class ScriptedModel(Model):
@@ -35,7 +36,8 @@ class ScriptedModel(Model):
     which simulates a failing provider.  Each reply streams token by token: the first after
     ``time_to_first_token`` seconds, the rest at ``tokens_per_second`` (``None`` streams as fast
     as the event loop allows, still one token per chunk).  Stop sequences cut the reply like a
-    real provider.  Calling it more often than scripted raises :class:`ScriptExhaustedError`;
+    real provider; a grammar is recorded in ``calls`` (set ``supports_grammar`` to be given
+    one), not enforced.  Calling it more often than scripted raises :class:`ScriptExhaustedError`;
     :meth:`assert_all_used` fails a test that left replies unused.  Token counts are estimates
     (``dagcall._tokens``).
     """
@@ -47,6 +49,7 @@ class ScriptedModel(Model):
         time_to_first_token: float = 0.0,
         tokens_per_second: float | None = None,
         name: str = "scripted",
+        supports_grammar: bool = False,
     ) -> None:
         if tokens_per_second is not None and tokens_per_second <= 0:
             raise ValueError("tokens_per_second must be positive or None")
@@ -61,6 +64,7 @@ class ScriptedModel(Model):
         self.time_to_first_token = time_to_first_token
         self.tokens_per_second = tokens_per_second
         self.name = name
+        self.supports_grammar = supports_grammar
         self.calls: list[ScriptedCall] = []
         self._next = 0
 
@@ -100,11 +104,12 @@ class ScriptedModel(Model):
         *,
         stop: Sequence[str] = (),
         max_tokens: int | None = None,
+        grammar: str | None = None,
     ) -> AsyncGenerator[str | TokenUsage, None]:
         msgs = list(messages)
         reply = await self._reply_for(msgs)
         if isinstance(reply, BaseException):
-            self.calls.append(ScriptedCall(msgs, tuple(stop), ""))
+            self.calls.append(ScriptedCall(msgs, tuple(stop), "", grammar))
             raise reply
         pieces = split_tokens(reply)
         if max_tokens is not None:
@@ -130,7 +135,7 @@ class ScriptedModel(Model):
                 sent.append(tail)
                 yield tail
         finally:
-            self.calls.append(ScriptedCall(msgs, tuple(stop), "".join(sent)))
+            self.calls.append(ScriptedCall(msgs, tuple(stop), "".join(sent), grammar))
         yield TokenUsage(
             input_tokens=estimate_tokens(m.content for m in msgs),
             output_tokens=estimate_tokens("".join(sent)),

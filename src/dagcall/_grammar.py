@@ -1,0 +1,56 @@
+"""A GBNF grammar of the plan language for the registered tools.
+
+Models that support grammar-constrained decoding (llama.cpp) can then only write plans that
+parse: numbered calls of registered tools with their own keyword names, literal arguments and
+``$N`` references, optional ``Thought:`` lines, and a final ``join()``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from ._tools import Tool
+
+__all__ = ["plan_grammar"]
+
+_COMMON = r"""
+thought ::= "Thought: " [^\n]+ "\n"
+num ::= [1-9] [0-9]?
+ws ::= " "?
+value ::= string | number | ref | list | dict | "True" | "False" | "None"
+string ::= "\"" char* "\""
+char ::= [^"\\\n] | "\\" ["\\/nt]
+number ::= "-"? [0-9]+ ("." [0-9]+)?
+ref ::= "$" [1-9] [0-9]?
+list ::= "[" ws (value ("," ws value)*)? ws "]"
+dict ::= "{" ws (string ":" ws value ("," ws string ":" ws value)*)? ws "}"
+"""
+
+
+def _lit(text: str) -> str:
+    return json.dumps(text)
+
+
+def plan_grammar(tools: Sequence[Tool], *, max_tasks: int = 20) -> str:
+    """The GBNF grammar of plans over ``tools``, with at most ``max_tasks`` tasks."""
+    if not tools:
+        raise ValueError("a plan grammar needs at least one tool")
+    calls: list[str] = []
+    rules: list[str] = []
+    for i, t in enumerate(tools):
+        rule = f"call{i}"
+        calls.append(rule)
+        names = list(t.signature.parameters)
+        if names:
+            kw = " | ".join(_lit(n + "=") for n in names)
+            rules.append(f"{rule}-arg ::= ({kw})? value")
+            rules.append(f'{rule} ::= {_lit(t.name + "(")} ({rule}-arg ("," ws {rule}-arg)*)? ")"')
+        else:
+            rules.append(f"{rule} ::= {_lit(t.name + '()')}")
+    head = [
+        f'root ::= (thought? task){{1,{max_tasks}}} thought? num ". join()\\n"',
+        'task ::= num ". " call "\\n"',
+        "call ::= " + " | ".join(calls),
+    ]
+    return "\n".join(head + rules) + _COMMON

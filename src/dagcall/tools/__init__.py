@@ -1,0 +1,5 @@
+"""Built-in tools."""
+
+from ._arithmetic import ExpressionError, calculator, evaluate
+
+__all__ = ["ExpressionError", "calculator", "evaluate"]
