@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_exports_are_exactly_the_public_names() -> None:
-    subpackages = {"models", "prompts"}
+    subpackages = {"models", "prompts", "tools"}
     public = {n for n in dir(dagcall) if not n.startswith("_")} - subpackages
     assert public == set(dagcall.__all__) - {"__version__"}
     for name in dagcall.__all__:

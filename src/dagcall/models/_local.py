@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import os
 import threading
@@ -35,6 +36,17 @@ class _Loaded:
 
 _loaded: dict[tuple[str, int, int], _Loaded] = {}
 _load_lock = threading.Lock()
+
+
+@atexit.register
+def _close_all() -> None:
+    # Free llama.cpp models while the interpreter is intact; left to __del__ during
+    # interpreter shutdown, llama-cpp-python fails noisily.
+    with _load_lock:
+        for loaded in _loaded.values():
+            with contextlib.suppress(Exception):
+                loaded.llm.close()
+        _loaded.clear()
 
 
 def _import_llama() -> Any:

@@ -53,7 +53,7 @@ def _clean(expression: str) -> str:
     text = text.replace("×", "*").replace("÷", "/").replace("−", "-").replace("^", "**")
     # Thousands separators and percent signs as people write them: 1,234.5 and 20%.
     text = re.sub(r"(?<=\d),(?=\d{3}\b)", "", text)
-    text = re.sub(r"(\d+(?:\.\d+)?)\s*%", r"(\1/100)", text)
+    text = re.sub(r"(\d+(?:\.\d+)?)\s*%(?!\s*[\d.(])", r"(\1/100)", text)
     return text
 
 
@@ -68,7 +68,7 @@ def evaluate(expression: str) -> float | int:
     text = _clean(expression)
     try:
         tree = ast.parse(text, mode="eval")
-    except SyntaxError:
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
         raise ExpressionError(f"{expression!r} is not an arithmetic expression") from None
     try:
         value = _eval(tree.body)
@@ -76,6 +76,8 @@ def evaluate(expression: str) -> float | int:
         raise
     except ZeroDivisionError:
         raise ExpressionError(f"{expression!r} divides by zero") from None
+    except RecursionError:
+        raise ExpressionError("the expression is nested too deeply") from None
     except (ValueError, OverflowError, TypeError) as exc:
         raise ExpressionError(f"{expression!r} cannot be evaluated: {exc}") from None
     if isinstance(value, bool) or not isinstance(value, int | float):

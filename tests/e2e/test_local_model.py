@@ -1,0 +1,132 @@
+"""The embedded local model planning and joining real questions over offline tools."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import pytest
+from kb import EXAMPLES, QUESTIONS, height, population
+
+from dagcall import Compiler, Message, ModelError, TaskStatus, parse_plan
+from dagcall._grammar import plan_grammar
+from dagcall.models import LocalModel, TokenUsage, complete
+from dagcall.tools import calculator
+
+TOOLS = [height, population, calculator]
+
+
+def numbers_in(text: str) -> list[float]:
+    return [float(n.replace(",", "")) for n in re.findall(r"-?\d[\d,]*(?:\.\d+)?", text)]
+
+
+def is_right(answer: str, expected: float | str) -> bool:
+    if isinstance(expected, str):
+        return expected in answer.lower()
+    values = numbers_in(answer)
+    if re.search(r"million", answer, re.I):
+        values += [v * 1e6 for v in values]
+    return any(abs(v - expected) <= 0.01 * abs(expected) for v in values)
+
+
+@pytest.fixture(scope="module")
+def model(gguf_path: Path) -> LocalModel:
+    return LocalModel(gguf_path)
+
+
+def test_questions_are_planned_in_parallel_and_answered(model: LocalModel) -> None:
+    compiler = Compiler(model=model, tools=TOOLS, examples=EXAMPLES, max_replans=1)
+    report = []
+    for question, expected in QUESTIONS:
+        started = time.perf_counter()
+        result = compiler.run(question)
+        wall = time.perf_counter() - started
+        assert is_right(result.answer, expected), (question, result.answer, result.rounds)
+        planner, joiner = result.usage[0], result.usage[1]
+        report.append(
+            f"{question[:50]:<50} wall {wall:5.1f}s planner {planner.latency:5.2f}s "
+            f"(ttft {planner.time_to_first_token or 0:4.2f}s, {planner.input_tokens} in, "
+            f"{planner.output_tokens} out) joiner {joiner.latency:5.2f}s "
+            f"({joiner.input_tokens} in, {joiner.output_tokens} out)"
+        )
+        assert not planner.estimated
+        lookups = [t for t in result.tasks if t.tool in ("height", "population")]
+        assert len(lookups) >= 2
+        assert all(t.status is TaskStatus.DONE for t in lookups)
+        # The two look-ups overlapped in time.
+        first, second = lookups[:2]
+        assert first.started_at is not None
+        assert second.started_at is not None
+        assert second.started_at < (first.ended_at or 0)
+    print("\n" + "\n".join(report))
+
+
+def test_arithmetic_on_two_parallel_lookups(model: LocalModel) -> None:
+    compiler = Compiler(model=model, tools=TOOLS, examples=EXAMPLES, max_replans=1)
+    result = compiler.run(QUESTIONS[0][0])
+    calc = [t for t in result.tasks if t.tool == "calculator"]
+    assert calc, result.rounds[0].plan
+    assert calc[0].status is TaskStatus.DONE
+    assert set(calc[0].deps) >= {1, 2}
+    assert calc[0].output == pytest.approx(423.0)
+
+
+def test_grammar_makes_every_plan_parse(model: LocalModel) -> None:
+    compiler = Compiler(model=model, tools=TOOLS, examples="")
+    messages = compiler.planner_messages(
+        "Tell me a joke about towers, then the Eiffel Tower height."
+    )
+    grammar = plan_grammar(TOOLS)
+    text = ""
+    usage = None
+    import asyncio
+
+    async def go() -> None:
+        nonlocal text, usage
+        completion = await complete(model, messages, stop=["<END_OF_PLAN>"], grammar=grammar)
+        text, usage = completion.text, completion.usage
+
+    asyncio.run(go())
+    items, parser = parse_plan(text, [t.name for t in TOOLS])
+    assert items, text
+    assert all(not isinstance(i, Exception) for i in items), (text, items)
+    assert parser.join_seen
+    assert isinstance(usage, TokenUsage)
+    assert usage.output_tokens > 0
+
+
+async def test_streams_and_stops_early_when_closed(model: LocalModel) -> None:
+    messages = [Message("user", "Count from 1 to 200, one number per line.")]
+    stream = model.stream(messages, max_tokens=400)
+    received = []
+    started = time.perf_counter()
+    async for event in stream:
+        assert isinstance(event, str)
+        received.append(event)
+        if len(received) == 5:
+            break
+    await stream.aclose()
+    # The model is free again at once: the next call is not stuck behind 400 tokens.
+    completion = await complete(model, [Message("user", "Say OK.")], max_tokens=3)
+    assert completion.text
+    assert time.perf_counter() - started < 60
+
+
+async def test_stop_sequences_and_token_counts(model: LocalModel) -> None:
+    messages = [Message("user", "Write the numbers 1 to 10 separated by spaces.")]
+    completion = await complete(model, messages, stop=["5"], max_tokens=40)
+    assert "5" not in completion.text
+    assert "4" in completion.text
+    assert completion.usage is not None
+    assert completion.usage.input_tokens == model.count_tokens(
+        "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant."
+        "<|im_end|>\n<|im_start|>user\nWrite the numbers 1 to 10 separated by spaces.<|im_end|>\n"
+        "<|im_start|>assistant\n"
+    )
+
+
+async def test_prompt_too_long_is_a_clear_error(gguf_path: Path) -> None:
+    small = LocalModel(gguf_path, n_ctx=512)
+    with pytest.raises(ModelError, match="raise n_ctx"):
+        await complete(small, [Message("user", "word " * 2000)])
