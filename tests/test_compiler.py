@@ -545,3 +545,32 @@ def test_planner_prompt_lists_the_tools() -> None:
     assert "Search." in system.content
     assert "join()" in system.content
     assert user.content == "Question: Why?"
+
+
+async def test_a_tools_own_model_calls_count_in_the_run_usage() -> None:
+    from dagcall import call_model, current_tool_context
+
+    helper = ScriptedModel(["42"], name="helper")
+
+    @tool
+    async def ask_llm(problem: str) -> str:
+        """Ask a model."""
+        ctx = current_tool_context()
+        assert ctx is not None
+        assert ctx.tool == "ask_llm"
+        completion = await call_model(helper, [Message("user", problem)])
+        return completion.text
+
+    compiler, _ = compiler_for([plan('1. ask_llm("six times seven")'), FINISH], ask_llm)
+    result = await compiler.arun("q")
+    assert result.task(1).output == "42"
+    roles = [(c.role, c.model, c.task_id) for c in result.usage]
+    assert roles == [
+        ("planner", "scripted", None),
+        ("tool", "helper", 1),
+        ("joiner", "scripted", None),
+    ]
+    assert result.usage[1].output_tokens == 1
+    # Outside a run the same call simply answers.
+    assert current_tool_context() is None
+    assert (await call_model(ScriptedModel(["ok"]), [Message("user", "x")])).text == "ok"

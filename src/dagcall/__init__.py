@@ -7,6 +7,7 @@ asks for a new plan.
 """
 
 from ._compiler import Compiler
+from ._context import ToolContext, call_model, current_tool_context
 from ._errors import (
     BadReferenceError,
     BudgetError,
@@ -71,6 +72,7 @@ __all__ = [
     "TokenUsage",
     "Tool",
     "ToolArgumentError",
+    "ToolContext",
     "ToolDefinitionError",
     "ToolError",
     "ToolExecutionError",
@@ -78,6 +80,8 @@ __all__ = [
     "UnknownToolError",
     "UsageError",
     "__version__",
+    "call_model",
+    "current_tool_context",
     "parse_joiner",
     "parse_plan",
     "resolve_model",

@@ -151,6 +151,7 @@ class _Run:
             t0=self.t0,
             max_concurrency=compiler.max_concurrency,
             tool_timeout=compiler.tool_timeout,
+            record_llm_call=self.result.usage.append,
         )
 
     def now(self) -> float:
@@ -303,6 +304,7 @@ class _Run:
         """Cancel anything outstanding and fill in the result's totals."""
         await self.scheduler.cancel_all()
         self.result.tasks = [self.scheduler.records[i] for i in sorted(self.scheduler.records)]
+        self.result.usage.sort(key=lambda call: call.started_at)
         self.result.wall_time = self.now()
         if not self.result.stop_reason:
             self.result.stop_reason = stop_reason

@@ -95,7 +95,7 @@ class TaskRecord:
 class LLMCall:
     """One model call of a run.  Times are seconds since the run started."""
 
-    role: Literal["planner", "joiner"]
+    role: Literal["planner", "joiner", "tool"]
     model: str
     round: int
     input_tokens: int
@@ -104,6 +104,7 @@ class LLMCall:
     ended_at: float
     time_to_first_token: float | None
     estimated: bool = False  # token counts estimated because the model reported none
+    task_id: int | None = None  # for role "tool": the task whose tool made the call
 
     @property
     def latency(self) -> float:
@@ -121,6 +122,7 @@ class LLMCall:
             "latency": self.latency,
             "time_to_first_token": self.time_to_first_token,
             "estimated": self.estimated,
+            "task_id": self.task_id,
         }
 
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
+from ._context import ToolContext, _current
 from ._errors import (
     DagcallError,
     DependencyError,
@@ -23,7 +24,7 @@ from ._errors import (
     ToolTimeoutError,
 )
 from ._plan import Ref, TaskSpec, Template
-from ._result import TaskRecord, TaskStatus, observation_text
+from ._result import LLMCall, TaskRecord, TaskStatus, observation_text
 from ._tools import Tool
 
 __all__ = ["Scheduler"]
@@ -45,8 +46,10 @@ class Scheduler:
         t0: float,
         max_concurrency: int | None = None,
         tool_timeout: float | None = None,
+        record_llm_call: Callable[[LLMCall], None] | None = None,
     ) -> None:
         self._tools = tools
+        self._record_llm_call = record_llm_call
         self._t0 = t0
         self.records: dict[int, TaskRecord] = {}
         self._waiting_on: dict[int, set[int]] = {}  # task -> unfinished deps
@@ -163,6 +166,10 @@ class Scheduler:
         tool = self._tools[record.tool]
         spec = self._specs[record.id]
         status = TaskStatus.FAILED
+        if self._record_llm_call is not None:  # this asyncio task's own context
+            _current.set(
+                ToolContext(record.id, tool.name, record.round, self._t0, self._record_llm_call)
+            )
         try:
             async with _maybe(self._per_tool.get(tool.name)), _maybe(self._global):
                 record.started_at = self._now()
