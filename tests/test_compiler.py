@@ -574,3 +574,41 @@ async def test_a_tools_own_model_calls_count_in_the_run_usage() -> None:
     # Outside a run the same call simply answers.
     assert current_tool_context() is None
     assert (await call_model(ScriptedModel(["ok"]), [Message("user", "x")])).text == "ok"
+
+
+async def test_events_follow_the_run_for_live_views() -> None:
+    from dagcall import RunEvent
+
+    events: list[tuple[str, int | None, str]] = []
+
+    def on_event(event: RunEvent) -> None:
+        task = event.task
+        events.append((event.kind, task.id if task else None, task.status.value if task else ""))
+        if event.kind == "finished":
+            raise RuntimeError("a broken live view must not break the run")
+
+    compiler, _ = compiler_for([plan('1. search("a", delay=0.01)', '2. search("$1")'), FINISH])
+    result = await compiler.arun("q", on_event=on_event)
+    assert result.answer == "the answer"
+    kinds = [k for k, _, _ in events]
+    assert kinds[0] == "round_start"
+    assert kinds[-2:] == ["round_end", "finished"]
+    assert "plan_text" in kinds
+    assert "joiner_text" in kinds
+    assert kinds.index("joiner_start") > max(i for i, k in enumerate(kinds) if k == "task")
+    task_events = [(i, s) for k, i, s in events if k == "task"]
+    assert task_events == [
+        (1, "waiting"),
+        (1, "running"),
+        (1, "done"),
+        (2, "waiting"),
+        (2, "running"),
+        (2, "done"),
+    ] or task_events == [
+        (1, "waiting"),
+        (1, "running"),
+        (2, "waiting"),
+        (1, "done"),
+        (2, "running"),
+        (2, "done"),
+    ]

@@ -33,7 +33,7 @@ from ._errors import (
 )
 from ._joiner import JoinerDecision, parse_joiner
 from ._plan import END_OF_PLAN, PlanParser, Ref, TaskSpec, Template, parse_plan
-from ._result import LLMCall, Round, RunResult, TaskRecord, TaskStatus
+from ._result import LLMCall, Round, RunEvent, RunResult, TaskRecord, TaskStatus
 from ._tools import Tool, tool
 from .models import Message, Model, ScriptedModel, TokenUsage, resolve_model
 
@@ -61,6 +61,7 @@ __all__ = [
     "PlanSyntaxError",
     "Ref",
     "Round",
+    "RunEvent",
     "RunResult",
     "RunTimeoutError",
     "ScriptExhaustedError",

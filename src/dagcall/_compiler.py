@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import aclosing
@@ -18,13 +19,16 @@ from ._grammar import plan_grammar
 from ._joiner import JoinerDecision, parse_joiner
 from ._plan import END_OF_PLAN, PlanItem, PlanParser, TaskSpec
 from ._prompts import joiner_messages, planner_messages
-from ._result import LLMCall, Round, RunResult
+from ._result import EventKind, LLMCall, Round, RunEvent, RunResult, TaskRecord
 from ._scheduler import Scheduler
 from ._tokens import estimate_tokens
 from ._tools import Tool
 from .models import Message, Model, TokenUsage, resolve_model
 
 __all__ = ["Compiler"]
+
+log = logging.getLogger("dagcall")
+EventHandler = Callable[[RunEvent], None]
 
 
 class Compiler:
@@ -96,8 +100,17 @@ class Compiler:
         """The messages the planner gets for a first plan (to inspect or test prompts)."""
         return planner_messages(question, list(self.tools.values()), examples=self.examples)
 
-    async def arun(self, question: str, *, timeout: float | None = None) -> RunResult:  # noqa: ASYNC109
+    async def arun(
+        self,
+        question: str,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - a run budget, not a call's timeout
+        on_event: EventHandler | None = None,
+    ) -> RunResult:
         """Answer ``question``.
+
+        ``on_event`` is called with a :class:`~dagcall.RunEvent` as the plan streams, tasks
+        start and end, and the joiner answers (for live views; it must not block).
 
         Raises a :class:`~dagcall.DagcallError` subclass when the run cannot finish (a model
         failing, the time budget running out); its ``result`` holds the partial run.
@@ -105,7 +118,7 @@ class Compiler:
         if not question.strip():
             raise UsageError("the question is empty")
         budget = timeout if timeout is not None else self.timeout
-        run = _Run(self, question)
+        run = _Run(self, question, on_event)
         try:
             async with asyncio.timeout(budget) as scope:
                 await run.execute()
@@ -127,12 +140,18 @@ class Compiler:
         await run.close(run.result.stop_reason)
         return run.result
 
-    def run(self, question: str, *, timeout: float | None = None) -> RunResult:
+    def run(
+        self,
+        question: str,
+        *,
+        timeout: float | None = None,
+        on_event: EventHandler | None = None,
+    ) -> RunResult:
         """Synchronous :meth:`arun`, for code without an event loop."""
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            return asyncio.run(self.arun(question, timeout=timeout))
+            return asyncio.run(self.arun(question, timeout=timeout, on_event=on_event))
         raise UsageError(
             "Compiler.run() was called from inside a running event loop; "
             "use 'await compiler.arun(...)' there"
@@ -142,17 +161,31 @@ class Compiler:
 class _Run:
     """The state of one question's run."""
 
-    def __init__(self, compiler: Compiler, question: str) -> None:
+    def __init__(self, compiler: Compiler, question: str, on_event: EventHandler | None) -> None:
         self.c = compiler
         self.t0 = time.perf_counter()
         self.result = RunResult(question=question)
+        self.on_event = on_event
+        self.round = 0
         self.scheduler = Scheduler(
             compiler.tools,
             t0=self.t0,
             max_concurrency=compiler.max_concurrency,
             tool_timeout=compiler.tool_timeout,
             record_llm_call=self.result.usage.append,
+            on_change=self.task_changed if on_event else None,
         )
+
+    def emit(self, kind: EventKind, *, task: TaskRecord | None = None, text: str = "") -> None:
+        if self.on_event is None:
+            return
+        try:
+            self.on_event(RunEvent(kind, self.result, self.round, task, text))
+        except Exception:  # a broken live view must not break the run
+            log.exception("dagcall: the on_event handler raised; the run goes on")
+
+    def task_changed(self, record: TaskRecord) -> None:
+        self.emit("task", task=record)
 
     def now(self) -> float:
         return time.perf_counter() - self.t0
@@ -162,10 +195,13 @@ class _Run:
         last = self.c.max_replans
         for index in range(last + 1):
             rnd = Round(index=index)
+            self.round = index
             self.result.rounds.append(rnd)
+            self.emit("round_start")
             await self.plan(rnd, reason)
             await self.scheduler.wait_idle()
             decision = await self.join(rnd, may_replan=index < last)
+            self.emit("round_end")
             if decision.action == "finish":
                 self.result.answer = decision.text
                 self.result.stop_reason = "finish"
@@ -208,6 +244,7 @@ class _Run:
                         continue
                     if first is None and event:
                         first = self.now() - started
+                    self.emit("plan_text", text=event)
                     self.accept(parser.feed(event), rnd)
             self.accept(parser.close(), rnd)
         except Exception as exc:
@@ -226,13 +263,14 @@ class _Run:
     def accept(self, items: Sequence[PlanItem], rnd: Round) -> None:
         for item in items:
             if isinstance(item, TaskSpec):
-                self.scheduler.submit(item, rnd.index)
                 rnd.task_ids.append(item.id)
+                self.result.tasks.append(self.scheduler.submit(item, rnd.index))
             else:
                 rnd.errors.append(item)
                 record = self.scheduler.reject(item, rnd.index)
                 if record is not None:
                     rnd.task_ids.append(record.id)
+                    self.result.tasks.append(record)
 
     async def join(self, rnd: Round, *, may_replan: bool) -> JoinerDecision:
         c = self.c
@@ -243,6 +281,7 @@ class _Run:
         first: float | None = None
         usage: TokenUsage | None = None
         parts: list[str] = []
+        self.emit("joiner_start")
         try:
             async with aclosing(c.joiner.stream(messages)) as stream:
                 async for event in stream:
@@ -252,6 +291,7 @@ class _Run:
                         if first is None:
                             first = self.now() - started
                         parts.append(event)
+                        self.emit("joiner_text", text=event)
         except Exception as exc:
             raise _model_error(exc, c.joiner, "joiner") from exc
         finally:
@@ -308,6 +348,7 @@ class _Run:
         self.result.wall_time = self.now()
         if not self.result.stop_reason:
             self.result.stop_reason = stop_reason
+        self.emit("finished")
 
 
 def _model_error(exc: Exception, model: Model, role: str) -> ModelError:

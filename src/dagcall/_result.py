@@ -9,7 +9,15 @@ from typing import Any, Literal
 
 from ._errors import DagcallError
 
-__all__ = ["LLMCall", "Round", "RunResult", "TaskRecord", "TaskStatus", "observation_text"]
+__all__ = [
+    "LLMCall",
+    "Round",
+    "RunEvent",
+    "RunResult",
+    "TaskRecord",
+    "TaskStatus",
+    "observation_text",
+]
 
 MAX_OBSERVATION_CHARS = 4000
 
@@ -208,6 +216,28 @@ class RunResult:
     def to_json(self, *, indent: int | None = 2) -> str:
         """The whole result as JSON; values JSON cannot hold are written as their repr."""
         return json.dumps(self.to_dict(), indent=indent, default=repr, ensure_ascii=False)
+
+
+EventKind = Literal[
+    "round_start", "plan_text", "task", "joiner_start", "joiner_text", "round_end", "finished"
+]
+
+
+@dataclass(frozen=True)
+class RunEvent:
+    """Something that happened in a run, for live views (``Compiler.arun(on_event=...)``).
+
+    ``round_start`` / ``round_end`` bracket a round; ``plan_text`` and ``joiner_text`` carry
+    each streamed delta in ``text``; ``task`` fires when a task is parsed, starts and ends
+    (``task.status`` says which); ``finished`` comes once, last.  ``result`` is the run as it
+    stands (its ``tasks`` grow as they are parsed).
+    """
+
+    kind: EventKind
+    result: RunResult
+    round: int
+    task: TaskRecord | None = None
+    text: str = ""
 
 
 def observation_text(value: Any, limit: int | None = MAX_OBSERVATION_CHARS) -> str:

@@ -47,9 +47,11 @@ class Scheduler:
         max_concurrency: int | None = None,
         tool_timeout: float | None = None,
         record_llm_call: Callable[[LLMCall], None] | None = None,
+        on_change: Callable[[TaskRecord], None] | None = None,
     ) -> None:
         self._tools = tools
         self._record_llm_call = record_llm_call
+        self._on_change = on_change
         self._t0 = t0
         self.records: dict[int, TaskRecord] = {}
         self._waiting_on: dict[int, set[int]] = {}  # task -> unfinished deps
@@ -86,6 +88,7 @@ class Scheduler:
         )
         self.records[spec.id] = record
         self._specs[spec.id] = spec
+        self._changed(record)
         self._unfinished += 1
         self._idle.clear()
         pending: set[int] = set()
@@ -118,6 +121,7 @@ class Scheduler:
             parsed_at=self._now(),
         )
         self.records[error.task_id] = record
+        self._changed(record)
         return record
 
     # -- dispatch --------------------------------------------------------------------------
@@ -139,10 +143,15 @@ class Scheduler:
         )
         self._finish(record, TaskStatus.SKIPPED)
 
+    def _changed(self, record: TaskRecord) -> None:
+        if self._on_change is not None:
+            self._on_change(record)
+
     def _finish(self, record: TaskRecord, status: TaskStatus) -> None:
         record.status = status
         if record.ended_at is None:
             record.ended_at = self._now()
+        self._changed(record)
         self._waiting_on.pop(record.id, None)
         self._unfinished -= 1
         for waiter_id in self._dependents.pop(record.id, []):
@@ -174,6 +183,7 @@ class Scheduler:
             async with _maybe(self._per_tool.get(tool.name)), _maybe(self._global):
                 record.started_at = self._now()
                 record.status = TaskStatus.RUNNING
+                self._changed(record)
                 args = tuple(self._resolve(a) for a in spec.args)
                 kwargs = {k: self._resolve(v) for k, v in spec.kwargs.items()}
                 record.resolved_args = tool.validate(args, kwargs, task_id=record.id)
