@@ -194,6 +194,11 @@ class RunResult:
     def llm_calls(self) -> int:
         return len(self.usage)
 
+    @property
+    def sequential_time(self) -> float:
+        """How long the same LLM calls and tool calls take run one after another."""
+        return sum(c.latency for c in self.usage) + sum(t.duration or 0.0 for t in self.tasks)
+
     def task(self, task_id: int) -> TaskRecord:
         for t in self.tasks:
             if t.id == task_id:
