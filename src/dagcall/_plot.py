@@ -1,0 +1,98 @@
+"""A run's timeline as a Gantt chart: LLM calls and tasks on one time axis."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["build_timeline", "plot_timeline"]
+
+_STATUS_COLOUR = {
+    "done": "#3a923a",
+    "failed": "#d62728",
+    "skipped": "#9467bd",
+    "cancelled": "#7f7f7f",
+    "running": "#ff7f0e",
+    "waiting": "#c7c7c7",
+}
+_LLM_COLOUR = {"planner": "#1f77b4", "joiner": "#17becf", "tool": "#bcbd22"}
+
+
+def _label(text: str, width: int = 42) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def build_timeline(run: Mapping[str, Any], *, title: str | None = None) -> tuple[Any, int]:
+    """The figure and its bar count: one bar per LLM call and one per task that started.
+
+    A planner or joiner bar is drawn light up to its first token and solid after it; a task
+    that waited between becoming ready and starting (a concurrency limit) gets a hatched bar
+    for that wait, which is not counted.
+    """
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
+    Segment = tuple[float, float, dict[str, Any]]
+    rows: list[tuple[str, list[Segment]]] = []
+    for call in run["usage"]:
+        start, end = call["started_at"], call["ended_at"]
+        colour = _LLM_COLOUR.get(call["role"], "#8c564b")
+        name = f"{call['role']} (round {call['round'] + 1})"
+        if call["role"] == "tool" and call.get("task_id") is not None:
+            name = f"LLM of task {call['task_id']}"
+        ttft = call.get("time_to_first_token")
+        segments: list[Segment] = []
+        if ttft:
+            segments.append((start, ttft, {"color": colour, "alpha": 0.35}))
+            segments.append((start + ttft, max(end - start - ttft, 0.0), {"color": colour}))
+        else:
+            segments.append((start, max(end - start, 0.0), {"color": colour}))
+        rows.append((name, segments))
+    for task in run["tasks"]:
+        if task["started_at"] is None:
+            continue
+        start = task["started_at"]
+        end = task["ended_at"] if task["ended_at"] is not None else run["wall_time"]
+        segments = []
+        ready = task.get("ready_at")
+        if ready is not None and start - ready > 1e-3:
+            segments.append(
+                (ready, start - ready, {"color": "none", "edgecolor": "#7f7f7f", "hatch": "//"})
+            )
+        colour = _STATUS_COLOUR.get(task["status"], "#7f7f7f")
+        segments.append((start, max(end - start, 1e-3), {"color": colour}))
+        rows.append((f"{task['id']}. {_label(task['call'])}", segments))
+
+    bars = len(rows)
+    fig = Figure(figsize=(10, 0.45 * max(bars, 2) + 1.4), layout="constrained")
+    ax = fig.add_subplot()
+    for y, (_, segments) in enumerate(rows):
+        for start, width, style in segments:
+            ax.barh(y, width, left=start, height=0.6, **style)
+    ax.set_yticks(range(bars), [name for name, _ in rows])
+    ax.invert_yaxis()
+    ax.set_xlabel("seconds since the question was asked")
+    ax.axvline(run["wall_time"], color="black", linewidth=1, linestyle="--")
+    ax.set_title(title or _label(run["question"], 90))
+    legend = [
+        Patch(color=_LLM_COLOUR["planner"], label="planner (light: before first token)"),
+        Patch(color=_LLM_COLOUR["joiner"], label="joiner"),
+        *(Patch(color=_STATUS_COLOUR[s], label=f"task {s}") for s in ("done", "failed")),
+    ]
+    ax.legend(handles=legend, loc="lower right", fontsize="small")
+    ax.grid(axis="x", alpha=0.3)
+    return fig, bars
+
+
+def plot_timeline(
+    run: Mapping[str, Any], path: str | os.PathLike[str], *, title: str | None = None
+) -> int:
+    """Write the run's timeline (``RunResult.to_dict()`` or a stored run) as a PNG.
+
+    Returns the number of bars: one per LLM call and one per task that started.
+    """
+    fig, bars = build_timeline(run, title=title)
+    fig.savefig(os.fspath(path), format="png", dpi=110)
+    return bars
