@@ -245,3 +245,19 @@ def test_docs_folder_errors(capsys: pytest.CaptureFixture[str], tmp_path: Path) 
 def test_runs_when_there_are_none(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["runs"]) == 0
     assert "no saved runs yet" in capsys.readouterr().out
+
+
+def test_a_missing_local_model_or_extra_is_one_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    missing = tmp_path / "none.gguf"
+    assert main(["ask", "q", "--tool", "calculator", "-m", f"local:{missing}"]) == 1
+    assert f"no model file at {missing}" in capsys.readouterr().err
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF")
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)  # as if the extra were not installed
+    assert main(["ask", "q", "--tool", "calculator", "-m", f"local:{gguf}"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: the local model needs llama-cpp-python")
+    assert "pip install 'dagcall[local]'" in err
+    assert "Traceback" not in err

@@ -33,6 +33,8 @@ def test_timeline_png_has_a_bar_per_llm_call_and_started_task(tmp_path: Path) ->
     assert len(labels) == bars == expected
     assert labels[0] == "planner (round 1)"
     assert '4. fetch("broken")' in labels
+    # "$" is escaped so that matplotlib does not typeset "$1 and $2" as math.
+    assert '3. fetch("\\$1 and \\$2")' in labels
 
 
 def test_mermaid_graph_of_a_run() -> None:

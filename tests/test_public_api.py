@@ -55,7 +55,7 @@ def test_readme_example_is_the_example_file_and_runs() -> None:
 def test_readme_leads_with_the_two_setup_commands() -> None:
     readme = (ROOT / "README.md").read_text()
     setup = readme.split("## Set up", 1)[1].split("```", 2)[1]
-    assert "pip install -e '.[dev,local]' && python examples/local_demo.py" in setup
+    assert "pip install -e '.[dev,local]' && dagcall demo" in setup
     assert "python -m pytest" in setup
     ci = (ROOT / ".ci" / "run").read_text()
     assert "python -m pytest\n" in ci

@@ -247,6 +247,8 @@ class _Run:
                     self.emit("plan_text", text=event)
                     self.accept(parser.feed(event), rnd)
             self.accept(parser.close(), rnd)
+        except UsageError:
+            raise  # a missing model or extra: the configuration, not the model, is at fault
         except Exception as exc:
             self.accept(parser.close(complete=False), rnd)
             error = _model_error(exc, c.planner, "planner")
@@ -292,6 +294,8 @@ class _Run:
                             first = self.now() - started
                         parts.append(event)
                         self.emit("joiner_text", text=event)
+        except UsageError:
+            raise
         except Exception as exc:
             raise _model_error(exc, c.joiner, "joiner") from exc
         finally:

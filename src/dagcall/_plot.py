@@ -20,8 +20,10 @@ _LLM_COLOUR = {"planner": "#1f77b4", "joiner": "#17becf", "tool": "#bcbd22"}
 
 
 def _label(text: str, width: int = 42) -> str:
+    """Shortened, with ``$`` escaped: matplotlib reads ``$1 - $2`` as math text otherwise."""
     text = " ".join(text.split())
-    return text if len(text) <= width else text[: width - 1] + "…"
+    text = text if len(text) <= width else text[: width - 1] + "…"
+    return text.replace("$", r"\$")
 
 
 def build_timeline(run: Mapping[str, Any], *, title: str | None = None) -> tuple[Any, int]:
@@ -62,7 +64,8 @@ def build_timeline(run: Mapping[str, Any], *, title: str | None = None) -> tuple
                 (ready, start - ready, {"color": "none", "edgecolor": "#7f7f7f", "hatch": "//"})
             )
         colour = _STATUS_COLOUR.get(task["status"], "#7f7f7f")
-        segments.append((start, max(end - start, 1e-3), {"color": colour}))
+        # A few-millisecond task still gets a visible sliver.
+        segments.append((start, max(end - start, 0.006 * run["wall_time"]), {"color": colour}))
         rows.append((f"{task['id']}. {_label(task['call'])}", segments))
 
     bars = len(rows)
@@ -77,11 +80,11 @@ def build_timeline(run: Mapping[str, Any], *, title: str | None = None) -> tuple
     ax.axvline(run["wall_time"], color="black", linewidth=1, linestyle="--")
     ax.set_title(title or _label(run["question"], 90))
     legend = [
-        Patch(color=_LLM_COLOUR["planner"], label="planner (light: before first token)"),
-        Patch(color=_LLM_COLOUR["joiner"], label="joiner"),
+        Patch(color=_LLM_COLOUR["planner"], label="planner"),
+        Patch(color=_LLM_COLOUR["joiner"], label="joiner (light: before 1st token)"),
         *(Patch(color=_STATUS_COLOUR[s], label=f"task {s}") for s in ("done", "failed")),
     ]
-    ax.legend(handles=legend, loc="lower right", fontsize="small")
+    ax.legend(handles=legend, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")
     ax.grid(axis="x", alpha=0.3)
     return fig, bars
 
