@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from openai_server import openai_server  # noqa: F401 - a fixture for every test module
+from anthropic_server import anthropic_server  # noqa: F401 - fixtures for every test module
+from openai_server import openai_server  # noqa: F401
 
 _real_connect = socket.socket.connect
 _real_connect_ex = socket.socket.connect_ex

@@ -72,6 +72,8 @@ class Stream:
     malformed_after: int | None = None
     stall_after: int | None = None
     stall: float = 0.0
+    error_after: int | None = None  # an error event in the stream, then the end
+    end_after: int | None = None  # end the body cleanly after K chunks, with no finish
 
 
 @dataclass(frozen=True)
@@ -153,8 +155,8 @@ class _Handler(BaseHTTPRequestHandler):
         )
         self.close_connection = True
         try:
-            if self.command != "POST" or not self.path.rstrip("/").endswith("/chat/completions"):
-                self._send_status(Status(404, f"fake OpenAI server: no route {self.path}"))
+            if self.command != "POST" or not self.path.rstrip("/").endswith(fake.route):
+                self._send_status(Status(404, f"fake server: no route {self.path}"))
                 return
             self._perform(fake._next(number), body)
         except (_FaultInjected, ConnectionError, TimeoutError):
@@ -172,15 +174,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_stream(behaviour, body)
 
     def _send_status(self, status: Status) -> None:
-        error = {
-            "error": {
-                "message": status.message or f"fake OpenAI server: HTTP {status.status}",
-                "type": "fake_error",
-                "param": None,
-                "code": str(status.status),
-            }
-        }
-        data = json.dumps(error).encode()
+        data = json.dumps(self.server.fake.error_body(status)).encode()
         self.send_response(status.status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
@@ -191,37 +185,23 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def _send_stream(self, stream: Stream, body: Any) -> None:
-        fake = self.server.fake
-        request = body if isinstance(body, dict) else {}
-        model = str(request.get("model", "fake-model"))
-        options = request.get("stream_options")
-        want_usage = isinstance(options, dict) and bool(options.get("include_usage"))
-
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache")
         self.send_header("Transfer-Encoding", "chunked")
         self.send_header("Connection", "close")
         self.end_headers()
-        self._event(_chunk(model, {"role": "assistant", "content": ""}))
+        self.server.fake.write_stream(self, stream, body if isinstance(body, dict) else {})
+        self._write_chunk(b"")  # end of the chunked body
+
+    def text_chunks(self, stream: Stream) -> Iterator[str]:
+        """The stream's text chunks, with its faults and delays applied between them."""
         for i, text in enumerate(stream.chunks):
             self._fault_point(stream, i)
             if i and stream.delay:
-                fake._wait(stream.delay)
-            self._event(_chunk(model, {"content": text}))
+                self.server.fake._wait(stream.delay)
+            yield text
         self._fault_point(stream, len(stream.chunks))
-        self._event(_chunk(model, {}, finish_reason="stop"))
-        if stream.usage is not None and want_usage:
-            prompt, completion = stream.usage
-            usage_chunk = _chunk(model, None)
-            usage_chunk["usage"] = {
-                "prompt_tokens": prompt,
-                "completion_tokens": completion,
-                "total_tokens": prompt + completion,
-            }
-            self._event(usage_chunk)
-        self._write_chunk(b"data: [DONE]\n\n")
-        self._write_chunk(b"")  # end of the chunked body
 
     def _fault_point(self, stream: Stream, sent: int) -> None:
         if stream.stall_after == sent:
@@ -229,13 +209,21 @@ class _Handler(BaseHTTPRequestHandler):
         if stream.cut_after == sent:
             self.connection.shutdown(socket.SHUT_RDWR)
             raise _FaultInjected
+        if stream.end_after == sent:
+            self._write_chunk(b"")
+            raise _FaultInjected
+        if stream.error_after == sent:
+            self.server.fake.write_error_event(self)
+            self._write_chunk(b"")
+            raise _FaultInjected
         if stream.malformed_after == sent:
             self._write_chunk(b'data: {"id": "chatcmpl-fake", "choices": [{"delta": \n\n')
             self._write_chunk(b"")
             raise _FaultInjected
 
-    def _event(self, payload: dict[str, Any]) -> None:
-        self._write_chunk(b"data: " + json.dumps(payload).encode() + b"\n\n")
+    def _event(self, payload: dict[str, Any], name: str | None = None) -> None:
+        head = f"event: {name}\n".encode() if name else b""
+        self._write_chunk(head + b"data: " + json.dumps(payload).encode() + b"\n\n")
 
     def _write_chunk(self, data: bytes) -> None:
         self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
@@ -291,7 +279,47 @@ class _HTTPServer(ThreadingHTTPServer):
 
 
 class FakeOpenAIServer:
-    """A scripted OpenAI-compatible ``/v1/chat/completions`` server on 127.0.0.1."""
+    """A scripted OpenAI-compatible ``/v1/chat/completions`` server on 127.0.0.1.
+
+    Subclasses serve other APIs by overriding ``route``, :meth:`write_stream` and
+    :meth:`error_body` (see ``anthropic_server.py``).
+    """
+
+    route = "/chat/completions"
+
+    def write_stream(self, out: _Handler, stream: Stream, request: dict[str, Any]) -> None:
+        """Write the stream's events: chat.completion.chunk objects, usage, [DONE]."""
+        model = str(request.get("model", "fake-model"))
+        options = request.get("stream_options")
+        want_usage = isinstance(options, dict) and bool(options.get("include_usage"))
+        out._event(_chunk(model, {"role": "assistant", "content": ""}))
+        for text in out.text_chunks(stream):
+            out._event(_chunk(model, {"content": text}))
+        out._event(_chunk(model, {}, finish_reason="stop"))
+        if stream.usage is not None and want_usage:
+            prompt, completion = stream.usage
+            usage_chunk = _chunk(model, None)
+            usage_chunk["usage"] = {
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+                "total_tokens": prompt + completion,
+            }
+            out._event(usage_chunk)
+        out._write_chunk(b"data: [DONE]\n\n")
+
+    def write_error_event(self, out: _Handler) -> None:
+        """An error reported inside a stream that has already started."""
+        out._event({"error": {"message": "fake server overloaded", "type": "server_error"}})
+
+    def error_body(self, status: Status) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": status.message or f"fake OpenAI server: HTTP {status.status}",
+                "type": "fake_error",
+                "param": None,
+                "code": str(status.status),
+            }
+        }
 
     def __init__(self) -> None:
         self._lock = threading.Lock()

@@ -415,3 +415,11 @@ async def test_unknown_message_role_is_a_usage_error(openai_server: FakeOpenAISe
     with pytest.raises(UsageError, match="role"):
         await collect(model, messages=[Message("tool", "x")])  # type: ignore[arg-type]
     assert openai_server.requests == []
+
+
+async def test_a_stream_that_ends_without_finishing_is_an_error(
+    openai_server: FakeOpenAIServer,
+) -> None:
+    openai_server.script(Stream(["1. search(", '"a")\n2. se'], end_after=2))
+    with pytest.raises(ModelStreamError, match="ended without a finish_reason after 20 char"):
+        await collect(make_model(openai_server))

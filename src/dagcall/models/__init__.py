@@ -10,10 +10,12 @@ from ._base import Completion, Message, Model, StopFilter, TokenUsage, complete
 from ._scripted import ScriptedCall, ScriptedModel
 
 if TYPE_CHECKING:
+    from ._anthropic import AnthropicModel
     from ._local import LocalModel
     from ._openai import OpenAIModel
 
 __all__ = [
+    "AnthropicModel",
     "Completion",
     "LocalModel",
     "Message",
@@ -28,7 +30,7 @@ __all__ = [
     "resolve_model",
 ]
 
-KNOWN_PROVIDERS = ("local", "openai")
+KNOWN_PROVIDERS = ("anthropic", "local", "openai")
 DEFAULT_MODEL = "local"
 
 
@@ -38,6 +40,10 @@ def __getattr__(name: str) -> object:
         from ._openai import OpenAIModel
 
         return OpenAIModel
+    if name == "AnthropicModel":
+        from ._anthropic import AnthropicModel
+
+        return AnthropicModel
     if name == "LocalModel":
         from ._local import LocalModel
 
@@ -86,6 +92,11 @@ def resolve_model(spec: Model | str | None = None) -> Model:
         if at and not base_url:
             raise UsageError(f"model string {spec!r} has '@' but no server address after it")
         return OpenAIModel(name, base_url=base_url or None)
+    if provider == "anthropic":
+        from ._anthropic import AnthropicModel
+
+        name, at, base_url = rest.partition("@")
+        return AnthropicModel(name, base_url=base_url or None)
     raise UsageError(
         f"unknown model provider {provider!r} in {spec!r}; known providers: "
         + ", ".join(KNOWN_PROVIDERS)

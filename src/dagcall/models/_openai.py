@@ -8,7 +8,6 @@ import os
 import ssl
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx2
 import openai
@@ -24,6 +23,7 @@ from .._errors import (
 )
 from .._tokens import estimate_tokens
 from ._base import Message, Model, StopFilter, TokenUsage
+from ._http import check_base_url, plural, redact_url, scrub
 
 __all__ = ["OpenAIModel"]
 
@@ -42,35 +42,6 @@ def _ssl_context() -> ssl.SSLContext:
     # Building a verified SSL context costs tens of milliseconds of blocking work; each call
     # gets a fresh HTTP client (see OpenAIModel), so the context is built once and shared.
     return httpx2.create_ssl_context()
-
-
-def _redact_url(url: str) -> str:
-    """``url`` without any ``user:password@`` part."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url
-    if "@" not in parts.netloc:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit((parts.scheme, "***@" + host, parts.path, parts.query, parts.fragment))
-
-
-def _check_base_url(base_url: str) -> None:
-    if not base_url.strip():
-        raise UsageError("base_url must not be empty; omit it to use the OpenAI API")
-    try:
-        parts = urlsplit(base_url)
-        port_ok = parts.port is None or parts.port > 0
-    except ValueError:
-        port_ok = False
-    else:
-        if parts.scheme in ("http", "https") and parts.hostname and port_ok:
-            return
-    raise UsageError(
-        f"base_url {_redact_url(base_url)!r} is not an http(s) URL with a host and a valid "
-        "port; write it like 'http://127.0.0.1:8000/v1'"
-    )
 
 
 def _to_openai(message: Message) -> ChatCompletionMessageParam:
@@ -104,12 +75,6 @@ def _chunk_usage(chunk: object) -> TokenUsage | None:
     if isinstance(prompt, int) and isinstance(completion, int):
         return TokenUsage(input_tokens=prompt, output_tokens=completion)
     return None
-
-
-def _plural(n: int, word: str) -> str:
-    if n == 1:
-        return f"{n} {word}"
-    return f"{n} {word[:-1]}ies" if word.endswith("y") else f"{n} {word}s"
 
 
 class OpenAIModel(Model):
@@ -157,7 +122,7 @@ class OpenAIModel(Model):
                 "pass either client= (a configured AsyncOpenAI) or base_url=/api_key=, not both"
             )
         if base_url is not None:
-            _check_base_url(base_url)
+            check_base_url(base_url)
 
         if client is None:
             key = api_key or os.environ.get("OPENAI_API_KEY") or None
@@ -184,7 +149,7 @@ class OpenAIModel(Model):
         shown = base_url
         if client is not None and client.base_url.host != _OPENAI_HOST:
             shown = str(client.base_url).rstrip("/")
-        self.name = f"openai:{model}" + (f"@{_redact_url(shown)}" if shown else "")
+        self.name = f"openai:{model}" + (f"@{redact_url(shown)}" if shown else "")
 
     # -- the Model interface --------------------------------------------------------------------
     async def stream(
@@ -203,6 +168,7 @@ class OpenAIModel(Model):
         stopper = StopFilter(stops)
         received: list[str] = []  # raw text from the server, before local stop filtering
         usage: TokenUsage | None = None
+        finished = False  # a finish_reason arrived
 
         client = self._client if self._client is not None else self._new_client()
         try:
@@ -213,6 +179,7 @@ class OpenAIModel(Model):
                         chunk = await chunks.__anext__()
                         text = _chunk_text(chunk)
                         usage = _chunk_usage(chunk) or usage
+                        finished = finished or any(c.finish_reason for c in chunk.choices or ())
                     except StopAsyncIteration:
                         break
                     except Exception as exc:  # anything raised here is a stream failure
@@ -224,6 +191,7 @@ class OpenAIModel(Model):
                     if out:
                         yield out
                     if stopper.stopped:
+                        finished = True
                         break  # the rest is past a stop sequence: stop reading now
             finally:
                 await self._quietly_close(chunks)
@@ -231,6 +199,15 @@ class OpenAIModel(Model):
             if client is not self._client:
                 await self._quietly_close(client)
 
+        if not finished:
+            # A server that closes a plain (not chunked) body early looks like a normal end:
+            # without a finish_reason the reply is incomplete.
+            raise ModelStreamError(
+                f"{self.name}: the stream from {self._url(client)} ended without a "
+                f"finish_reason after {plural(sum(map(len, received)), 'character')} of text; "
+                "the reply is incomplete",
+                model=self.name,
+            )
         tail = stopper.flush()
         if tail:
             yield tail
@@ -287,7 +264,7 @@ class OpenAIModel(Model):
         except openai.APITimeoutError as exc:
             raise ModelConnectionError(
                 f"{self.name}: {self._url(client)} did not answer within "
-                f"{self._timeout_text(client)} (tried {_plural(client.max_retries + 1, 'time')}); "
+                f"{self._timeout_text(client)} (tried {plural(client.max_retries + 1, 'time')}); "
                 "check that the server is up and not overloaded, or raise timeout=",
                 model=self.name,
             ) from exc
@@ -295,7 +272,7 @@ class OpenAIModel(Model):
             reason = self._scrub(str(exc.__cause__ or exc)) or type(exc.__cause__).__name__
             raise ModelConnectionError(
                 f"{self.name}: could not reach {self._url(client)} ({reason}; tried "
-                f"{_plural(client.max_retries + 1, 'time')}); check that the server is running "
+                f"{plural(client.max_retries + 1, 'time')}); check that the server is running "
                 "and that base_url is right",
                 model=self.name,
             ) from exc
@@ -309,7 +286,7 @@ class OpenAIModel(Model):
     def _status_error(self, client: AsyncOpenAI, exc: openai.APIStatusError) -> ModelHTTPError:
         code = exc.status_code
         url = self._url(client)
-        retries = _plural(client.max_retries, "retry")
+        retries = plural(client.max_retries, "retry")
         if code == 401:
             what = (
                 f"{url} rejected the API key (HTTP 401); check OPENAI_API_KEY or the api_key "
@@ -337,7 +314,7 @@ class OpenAIModel(Model):
 
     def _stream_error(self, client: AsyncOpenAI, exc: Exception, chars: int) -> ModelStreamError:
         url = self._url(client)
-        arrived = f"after {_plural(chars, 'character')} of text had arrived"
+        arrived = f"after {plural(chars, 'character')} of text had arrived"
         if isinstance(exc, openai.APITimeoutError):
             what = f"the stream from {url} stalled for {self._timeout_text(client)} {arrived}"
         elif isinstance(exc, openai.APIConnectionError):
@@ -359,7 +336,7 @@ class OpenAIModel(Model):
             await closable.close()
 
     def _url(self, client: AsyncOpenAI) -> str:
-        return _redact_url(str(client.base_url).rstrip("/"))
+        return redact_url(str(client.base_url).rstrip("/"))
 
     @staticmethod
     def _timeout_text(client: AsyncOpenAI) -> str:
@@ -371,9 +348,7 @@ class OpenAIModel(Model):
         return "the timeout"
 
     def _scrub(self, text: str) -> str:
-        if self._api_key:
-            text = text.replace(self._api_key, "***")
-        return text
+        return scrub(text, self._api_key)
 
     def _detail(self, exc: BaseException) -> str:
         text = self._scrub(str(getattr(exc, "message", None) or exc)).strip()
