@@ -23,6 +23,7 @@ import json
 import socket
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -120,6 +121,7 @@ class RecordedRequest:
     path: str
     headers: dict[str, str]
     body: Any
+    at: float = 0.0  # time.monotonic() when it arrived
 
 
 class _FaultInjected(Exception):
@@ -150,7 +152,11 @@ class _Handler(BaseHTTPRequestHandler):
             body = raw.decode("utf-8", "replace")
         number = fake._record(
             RecordedRequest(
-                self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body
+                self.command,
+                self.path,
+                {k.lower(): v for k, v in self.headers.items()},
+                body,
+                time.monotonic(),
             )
         )
         self.close_connection = True

@@ -423,3 +423,11 @@ async def test_a_stream_that_ends_without_finishing_is_an_error(
     openai_server.script(Stream(["1. search(", '"a")\n2. se'], end_after=2))
     with pytest.raises(ModelStreamError, match="ended without a finish_reason after 20 char"):
         await collect(make_model(openai_server))
+
+
+async def test_retry_after_is_honoured(openai_server: FakeOpenAIServer) -> None:
+    openai_server.script(rate_limited(retry_after="1"), Stream(["fine"], usage=(3, 1)))
+    texts, _ = await collect(make_model(openai_server, max_retries=1))
+    assert "".join(texts) == "fine"
+    first, second = openai_server.requests
+    assert second.at - first.at >= 0.9  # the client waited as the server asked
