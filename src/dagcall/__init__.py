@@ -9,6 +9,7 @@ asks for a new plan.
 from ._compiler import Compiler
 from ._context import ToolContext, call_model, current_tool_context
 from ._errors import (
+    ApprovalError,
     BadReferenceError,
     BudgetError,
     DagcallError,
@@ -41,6 +42,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "END_OF_PLAN",
+    "ApprovalError",
     "BadReferenceError",
     "BudgetError",
     "Compiler",

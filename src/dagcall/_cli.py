@@ -118,6 +118,7 @@ def build_compiler(
     timeout: float | None,
     examples: Path | None,
     console: Console,
+    yes: bool = False,
 ) -> Compiler:
     resolved = _model(model, console)
     tools: list[Tool] = []
@@ -132,8 +133,17 @@ def build_compiler(
         _fail("no tools: pass --tools FILE.py, --tool calculator|math|wikipedia or --docs DIR", 2)
     text = examples.read_text(encoding="utf-8") if examples is not None else None
     return Compiler(
-        model=resolved, tools=tools, max_replans=max_replans, timeout=timeout, examples=text
+        model=resolved,
+        tools=tools,
+        max_replans=max_replans,
+        timeout=timeout,
+        examples=text,
+        approve=_approve_all if yes else None,
     )
+
+
+def _approve_all(task: object) -> bool:
+    return True
 
 
 def run_with_view(compiler: Compiler, question: str, console: Console) -> RunResult:
@@ -181,6 +191,7 @@ def cli() -> None:
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Run budget, s.")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole result as JSON.")
 @click.option("--save", is_flag=True, help="Save the run in the local run store.")
+@click.option("--yes", "-y", is_flag=True, help="Approve every call of a side-effecting tool.")
 def ask(
     question: str,
     model: str | None,
@@ -192,8 +203,13 @@ def ask(
     timeout: float | None,
     as_json: bool,
     save: bool,
+    yes: bool,
 ) -> None:
-    """Answer QUESTION with the given tools, showing the plan as it runs."""
+    """Answer QUESTION with the given tools, showing the plan as it runs.
+
+    Tools declared with side_effects=True run only with --yes; otherwise each such call is
+    refused and the refusal is what the joiner sees.
+    """
     out = _stdout()
     err = _stderr()
     compiler = build_compiler(
@@ -205,6 +221,7 @@ def ask(
         timeout=timeout,
         examples=examples,
         console=err,
+        yes=yes,
     )
     result = compiler.run(question) if as_json else run_with_view(compiler, question, out)
     run_id = _save(result, compiler) if save else None

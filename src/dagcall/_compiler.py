@@ -10,6 +10,7 @@ from contextlib import aclosing
 from typing import Any
 
 from ._errors import (
+    BudgetError,
     DagcallError,
     ModelError,
     RunTimeoutError,
@@ -22,7 +23,7 @@ from ._prompts import joiner_messages, planner_messages
 from ._result import EventKind, LLMCall, Round, RunEvent, RunResult, TaskRecord
 from ._scheduler import Scheduler
 from ._tokens import estimate_tokens
-from ._tools import Tool
+from ._tools import Approver, Tool
 from .models import Message, Model, TokenUsage, resolve_model
 
 __all__ = ["Compiler"]
@@ -42,6 +43,10 @@ class Compiler:
     whole run, after which everything outstanding is cancelled and
     :class:`~dagcall.RunTimeoutError` is raised), ``tool_timeout`` (default per-call limit for
     tools without their own), ``max_concurrency`` (tool calls at once across all tools) and
+    ``max_tasks`` (tasks one plan may have) and ``max_tokens`` (LLM tokens, in and out, one
+    run may use; tools' own model calls count) raise :class:`~dagcall.BudgetError` naming the
+    limit, with the partial result.  Tools declared with ``side_effects=True`` run only when
+    ``approve(task)`` (sync or async) returns true; without ``approve`` they are refused.
     ``examples`` (planner examples replacing the built-in one; ``""`` for none) and
     ``constrained_plans`` (decode plans under a grammar of the plan language so they always
     parse; on by default for planners that support it, i.e. ``LocalModel``).
@@ -60,6 +65,9 @@ class Compiler:
         timeout: float | None = None,
         tool_timeout: float | None = 60.0,
         max_concurrency: int | None = None,
+        max_tasks: int | None = 64,
+        max_tokens: int | None = None,
+        approve: Approver | None = None,
         examples: str | None = None,
         constrained_plans: bool | None = None,
     ) -> None:
@@ -84,6 +92,12 @@ class Compiler:
         self.timeout = timeout
         self.tool_timeout = tool_timeout
         self.max_concurrency = max_concurrency
+        for label, limit in (("max_tasks", max_tasks), ("max_tokens", max_tokens)):
+            if limit is not None and limit < 1:
+                raise UsageError(f"{label} must be at least 1 (or None for no limit)")
+        self.max_tasks = max_tasks
+        self.max_tokens = max_tokens
+        self.approve = approve
         self.examples = examples
         if constrained_plans is None:
             constrained_plans = self.planner.supports_grammar
@@ -167,12 +181,14 @@ class _Run:
         self.result = RunResult(question=question)
         self.on_event = on_event
         self.round = 0
+        self.over_budget: BudgetError | None = None
         self.scheduler = Scheduler(
             compiler.tools,
             t0=self.t0,
             max_concurrency=compiler.max_concurrency,
             tool_timeout=compiler.tool_timeout,
-            record_llm_call=self.result.usage.append,
+            record_llm_call=self.add_call,
+            approve=compiler.approve,
             on_change=self.task_changed if on_event else None,
         )
 
@@ -200,6 +216,8 @@ class _Run:
             self.emit("round_start")
             await self.plan(rnd, reason)
             await self.scheduler.wait_idle()
+            if self.over_budget is not None:  # a tool's own LLM calls went over max_tokens
+                raise self.over_budget
             decision = await self.join(rnd, may_replan=index < last)
             self.emit("round_end")
             if decision.action == "finish":
@@ -247,8 +265,8 @@ class _Run:
                     self.emit("plan_text", text=event)
                     self.accept(parser.feed(event), rnd)
             self.accept(parser.close(), rnd)
-        except UsageError:
-            raise  # a missing model or extra: the configuration, not the model, is at fault
+        except (UsageError, BudgetError):
+            raise  # the configuration or a limit, not the model, ended the plan
         except Exception as exc:
             self.accept(parser.close(complete=False), rnd)
             error = _model_error(exc, c.planner, "planner")
@@ -265,6 +283,14 @@ class _Run:
     def accept(self, items: Sequence[PlanItem], rnd: Round) -> None:
         for item in items:
             if isinstance(item, TaskSpec):
+                limit = self.c.max_tasks
+                if limit is not None and len(rnd.task_ids) >= limit:
+                    raise BudgetError(
+                        f"the plan has more than max_tasks={limit} tasks (task {item.id} is "
+                        "one too many); raise max_tasks or ask a narrower question",
+                        limit="max_tasks",
+                        value=limit,
+                    )
                 rnd.task_ids.append(item.id)
                 self.result.tasks.append(self.scheduler.submit(item, rnd.index))
             else:
@@ -294,7 +320,7 @@ class _Run:
                             first = self.now() - started
                         parts.append(event)
                         self.emit("joiner_text", text=event)
-        except UsageError:
+        except (UsageError, BudgetError):
             raise
         except Exception as exc:
             raise _model_error(exc, c.joiner, "joiner") from exc
@@ -330,7 +356,7 @@ class _Run:
                 input_tokens=estimate_tokens(m.content for m in messages),
                 output_tokens=estimate_tokens(output),
             )
-        self.result.usage.append(
+        self.add_call(
             LLMCall(
                 role=role,
                 model=model.name,
@@ -343,6 +369,20 @@ class _Run:
                 estimated=estimated,
             )
         )
+
+    def add_call(self, call: LLMCall) -> None:
+        """Record an LLM call and hold the run to its token budget."""
+        self.result.usage.append(call)
+        limit = self.c.max_tokens
+        used = self.result.input_tokens + self.result.output_tokens
+        if limit is not None and used > limit:
+            self.over_budget = BudgetError(
+                f"the run used {used:,} LLM tokens, over max_tokens={limit:,} (after a "
+                f"{call.role} call); raise max_tokens or simplify the question",
+                limit="max_tokens",
+                value=limit,
+            )
+            raise self.over_budget
 
     async def close(self, stop_reason: str) -> None:
         """Cancel anything outstanding and fill in the result's totals."""

@@ -15,7 +15,8 @@ Errors are split by who is at fault, so callers can act on them::
     │   ├── ToolArgumentError    arguments failed the tool's schema
     │   ├── ToolTimeoutError     the tool ran past its timeout
     │   ├── ToolExecutionError   the tool raised
-    │   └── DependencyError      a task was skipped because a task it needs did not finish
+    │   ├── DependencyError      a task was skipped because a task it needs did not finish
+    │   └── ApprovalError        a side-effecting task was not approved
     ├── ModelError               a model provider failed
     │   ├── ModelConnectionError the provider could not be reached or timed out
     │   ├── ModelHTTPError       the provider answered with an error status (``status_code``)
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from ._result import RunResult
 
 __all__ = [
+    "ApprovalError",
     "BadReferenceError",
     "BudgetError",
     "DagcallError",
@@ -133,6 +135,10 @@ class ToolExecutionError(ToolError):
 
 class DependencyError(ToolError):
     """The task was skipped because a task it depends on failed, was skipped or cancelled."""
+
+
+class ApprovalError(ToolError):
+    """A tool with side effects was not approved to run."""
 
 
 class ModelError(DagcallError):

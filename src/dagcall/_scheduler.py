@@ -10,12 +10,14 @@ skipped with a :class:`DependencyError` naming the culprit, and that cascades.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from ._context import ToolContext, _current
 from ._errors import (
+    ApprovalError,
     DagcallError,
     DependencyError,
     PlanError,
@@ -25,7 +27,7 @@ from ._errors import (
 )
 from ._plan import Ref, TaskSpec, Template
 from ._result import LLMCall, TaskRecord, TaskStatus, observation_text
-from ._tools import Tool
+from ._tools import Approver, Tool
 
 __all__ = ["Scheduler"]
 
@@ -48,7 +50,9 @@ class Scheduler:
         tool_timeout: float | None = None,
         record_llm_call: Callable[[LLMCall], None] | None = None,
         on_change: Callable[[TaskRecord], None] | None = None,
+        approve: Approver | None = None,
     ) -> None:
+        self._approve = approve
         self._tools = tools
         self._record_llm_call = record_llm_call
         self._on_change = on_change
@@ -187,6 +191,8 @@ class Scheduler:
                 args = tuple(self._resolve(a) for a in spec.args)
                 kwargs = {k: self._resolve(v) for k, v in spec.kwargs.items()}
                 record.resolved_args = tool.validate(args, kwargs, task_id=record.id)
+                if tool.side_effects:
+                    await self._check_approval(tool, record)
                 timeout = tool.timeout if tool.timeout is not None else self._tool_timeout
                 try:
                     async with asyncio.timeout(timeout) as scope:
@@ -217,6 +223,24 @@ class Scheduler:
             if status is TaskStatus.CANCELLED and record.error is None:
                 record.error = _cancelled(record)
             self._finish(record, status)
+
+    async def _check_approval(self, tool: Tool, record: TaskRecord) -> None:
+        if self._approve is None:
+            raise ApprovalError(
+                f"task {record.id}: {tool.name} has side effects and needs approval; pass "
+                "Compiler(approve=...) (dagcall ask --yes approves every call)",
+                tool=tool.name,
+                task_id=record.id,
+            )
+        verdict = self._approve(record)
+        if inspect.isawaitable(verdict):
+            verdict = await verdict
+        if not verdict:
+            raise ApprovalError(
+                f"task {record.id}: {tool.name}{_args_text(record)} was not approved",
+                tool=tool.name,
+                task_id=record.id,
+            )
 
     def _resolve(self, value: Any) -> Any:
         if isinstance(value, Ref):
@@ -255,6 +279,11 @@ class Scheduler:
             if not record.status.terminal:
                 record.error = _cancelled(record)
                 self._finish(record, TaskStatus.CANCELLED)
+
+
+def _args_text(record: TaskRecord) -> str:
+    args = record.resolved_args or {}
+    return "(" + ", ".join(f"{k}={v!r}" for k, v in args.items())[:200] + ")"
 
 
 def _cancelled(record: TaskRecord) -> DagcallError:

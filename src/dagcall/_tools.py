@@ -15,9 +15,12 @@ from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from ._errors import ToolArgumentError, ToolDefinitionError
 
-__all__ = ["Tool", "tool"]
+__all__ = ["Approver", "Tool", "tool"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+#: Decides whether a side-effecting task may run; gets the task's record (its call and
+#: resolved arguments).
+Approver = Callable[[Any], bool | Awaitable[bool]]
 
 _NAME_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
 
@@ -37,6 +40,7 @@ class Tool:
         description: str | None = None,
         timeout: float | None = None,
         max_concurrency: int | None = None,
+        side_effects: bool = False,
     ) -> None:
         if not callable(function):
             raise ToolDefinitionError(f"a tool must wrap a function, not {function!r}")
@@ -56,6 +60,7 @@ class Tool:
             raise ToolDefinitionError(f"tool {self.name!r}: max_concurrency must be at least 1")
         self.timeout = timeout
         self.max_concurrency = max_concurrency
+        self.side_effects = side_effects
         self.is_async = inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(
             getattr(function, "__call__", None)  # noqa: B004 - async callable objects
         )
@@ -204,6 +209,7 @@ def tool(
     description: str | None = None,
     timeout: float | None = None,
     max_concurrency: int | None = None,
+    side_effects: bool = False,
 ) -> Callable[[F], Tool]: ...
 
 
@@ -215,13 +221,16 @@ def tool(
     description: str | None = None,
     timeout: float | None = None,
     max_concurrency: int | None = None,
+    side_effects: bool = False,
 ) -> Tool | Callable[[F], Tool]:
     """Make a sync or async function a tool.
 
     Use bare (``@tool``) or with options (``@tool(name=..., timeout=5, max_concurrency=2)``).
     The name and description default to the function's name and docstring; the argument
     schema comes from the type hints through pydantic.  ``timeout`` (seconds) bounds each
-    call; ``max_concurrency`` bounds how many calls of this tool run at once.
+    call; ``max_concurrency`` bounds how many calls of this tool run at once;
+    ``side_effects=True`` marks a tool that changes the world (sends, writes, pays): it runs
+    only with the run's approval (``Compiler(approve=...)``, ``dagcall ask --yes``).
     """
 
     def make(fn: F) -> Tool:
@@ -231,6 +240,7 @@ def tool(
             description=description,
             timeout=timeout,
             max_concurrency=max_concurrency,
+            side_effects=side_effects,
         )
 
     return make(function) if function is not None else make

@@ -14,12 +14,11 @@ from pathlib import Path
 
 import httpx2
 import pytest
-from kb import EXAMPLES, QUESTIONS, height, population
+from kb import EXAMPLES, QUESTIONS, TOOLS
 from test_local_model import is_right
 
 from dagcall import Compiler, TaskStatus
 from dagcall.models import LocalModel, Message, OpenAIModel, complete
-from dagcall.tools import calculator
 
 STARTUP_TIMEOUT = 120.0
 
@@ -106,7 +105,7 @@ async def test_streaming_and_usage_over_real_http(server: str, gguf_path: Path) 
 
 def test_compiler_through_the_server(server: str) -> None:
     model = OpenAIModel("qwen", base_url=server)
-    compiler = Compiler(model=model, tools=[height, population, calculator], examples=EXAMPLES)
+    compiler = Compiler(model=model, tools=TOOLS, examples=EXAMPLES)
     question, expected = QUESTIONS[0]
     result = compiler.run(question)
     assert is_right(result.answer, expected), (result.answer, result.rounds)
