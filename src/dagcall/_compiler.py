@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from contextlib import aclosing
 from typing import Any
 
@@ -13,6 +13,7 @@ from ._errors import (
     BudgetError,
     DagcallError,
     ModelError,
+    ModelStreamError,
     RunTimeoutError,
     UsageError,
 )
@@ -39,17 +40,19 @@ class Compiler:
     may be a :class:`~dagcall.models.Model` or a model string such as ``"openai:gpt-4o-mini"``.
     ``tools`` are :func:`~dagcall.tool` objects or plain typed functions.
 
-    Options (keyword-only): ``max_replans`` (0 = never replan), ``timeout`` (seconds for a
+    Options (keyword-only): ``max_replans`` (0 = never replan); ``timeout`` (seconds for a
     whole run, after which everything outstanding is cancelled and
-    :class:`~dagcall.RunTimeoutError` is raised), ``tool_timeout`` (default per-call limit for
-    tools without their own), ``max_concurrency`` (tool calls at once across all tools) and
-    ``max_tasks`` (tasks one plan may have) and ``max_tokens`` (LLM tokens, in and out, one
-    run may use; tools' own model calls count) raise :class:`~dagcall.BudgetError` naming the
-    limit, with the partial result.  Tools declared with ``side_effects=True`` run only when
-    ``approve(task)`` (sync or async) returns true; without ``approve`` they are refused.
-    ``examples`` (planner examples replacing the built-in one; ``""`` for none) and
-    ``constrained_plans`` (decode plans under a grammar of the plan language so they always
-    parse; on by default for planners that support it, i.e. ``LocalModel``).
+    :class:`~dagcall.RunTimeoutError` is raised); ``tool_timeout`` (default per-call limit for
+    tools without their own); ``max_concurrency`` (tool calls at once across all tools);
+    ``llm_idle_timeout`` (seconds a model stream may stay silent before it is given up as a
+    :class:`~dagcall.ModelStreamError`); ``max_tasks`` (tasks in one plan) and ``max_tokens``
+    (LLM tokens in and out for a run, tools' own model calls included), which raise
+    :class:`~dagcall.BudgetError` naming the limit, with the partial result; ``approve``
+    (called with each task of a tool declared ``side_effects=True``, sync or async; such tasks
+    run only when it returns true, and are refused without it); ``examples`` (planner
+    examples replacing the built-in one; ``""`` for none); and ``constrained_plans`` (decode
+    plans under a grammar of the plan language so they always parse; on by default for
+    planners that support it, i.e. ``LocalModel``).
 
     With no model at all, ``DAGCALL_MODEL`` names one, else the embedded local model is used.
     """
@@ -65,6 +68,7 @@ class Compiler:
         timeout: float | None = None,
         tool_timeout: float | None = 60.0,
         max_concurrency: int | None = None,
+        llm_idle_timeout: float | None = 300.0,
         max_tasks: int | None = 64,
         max_tokens: int | None = None,
         approve: Approver | None = None,
@@ -83,7 +87,11 @@ class Compiler:
             self.tools[t.name] = t
         if max_replans < 0:
             raise UsageError("max_replans must be 0 or more")
-        for label, value in (("timeout", timeout), ("tool_timeout", tool_timeout)):
+        for label, value in (
+            ("timeout", timeout),
+            ("tool_timeout", tool_timeout),
+            ("llm_idle_timeout", llm_idle_timeout),
+        ):
             if value is not None and value <= 0:
                 raise UsageError(f"{label} must be positive (or None for no limit)")
         if max_concurrency is not None and max_concurrency < 1:
@@ -95,6 +103,7 @@ class Compiler:
         for label, limit in (("max_tasks", max_tasks), ("max_tokens", max_tokens)):
             if limit is not None and limit < 1:
                 raise UsageError(f"{label} must be at least 1 (or None for no limit)")
+        self.llm_idle_timeout = llm_idle_timeout
         self.max_tasks = max_tasks
         self.max_tokens = max_tokens
         self.approve = approve
@@ -250,7 +259,12 @@ class _Run:
             options: dict[str, Any] = {}
             if c.plan_grammar is not None:  # only grammar-capable models take the keyword
                 options["grammar"] = c.plan_grammar
-            planner_stream = c.planner.stream(messages, stop=[END_OF_PLAN], **options)
+            planner_stream = _idle_guard(
+                c.planner.stream(messages, stop=[END_OF_PLAN], **options),
+                c.llm_idle_timeout,
+                c.planner,
+                "planner",
+            )
             async with aclosing(planner_stream) as stream:
                 async for event in stream:
                     if isinstance(event, TokenUsage):
@@ -311,7 +325,10 @@ class _Run:
         parts: list[str] = []
         self.emit("joiner_start")
         try:
-            async with aclosing(c.joiner.stream(messages)) as stream:
+            joiner_stream = _idle_guard(
+                c.joiner.stream(messages), c.llm_idle_timeout, c.joiner, "joiner"
+            )
+            async with aclosing(joiner_stream) as stream:
                 async for event in stream:
                     if isinstance(event, TokenUsage):
                         usage = event
@@ -393,6 +410,31 @@ class _Run:
         if not self.result.stop_reason:
             self.result.stop_reason = stop_reason
         self.emit("finished")
+
+
+async def _idle_guard(
+    stream: AsyncGenerator[str | TokenUsage, None],
+    idle: float | None,
+    model: Model,
+    role: str,
+) -> AsyncGenerator[str | TokenUsage, None]:
+    """The model's stream, failing with ModelStreamError when it sends nothing for ``idle`` s."""
+    async with aclosing(stream):
+        while True:
+            try:
+                async with asyncio.timeout(idle) as scope:
+                    event = await anext(stream)
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                if not scope.expired():
+                    raise
+                raise ModelStreamError(
+                    f"the {role} model {model.name} sent nothing for {idle:g} s and was given "
+                    "up (llm_idle_timeout)",
+                    model=model.name,
+                ) from None
+            yield event
 
 
 def _model_error(exc: Exception, model: Model, role: str) -> ModelError:
