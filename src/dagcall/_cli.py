@@ -370,6 +370,38 @@ def graph(run_id: str) -> None:
     click.echo(mermaid(_load_run(run_id)))
 
 
+@cli.command()
+@click.option("--questions", "-n", default=1000, show_default=True, type=click.IntRange(1))
+@click.option("--fan-out", default=3, show_default=True, type=click.IntRange(1, 50))
+@click.option("--tool-latency", default=0.05, show_default=True, type=click.FloatRange(0))
+@click.option(
+    "--tokens-per-second",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Each scripted model stream's rate (default: as fast as the event loop allows).",
+)
+def loadtest(
+    questions: int, fan_out: int, tool_latency: float, tokens_per_second: float | None
+) -> None:
+    """Run many concurrent questions (scripted models, sleeping tools) through one process."""
+    import asyncio
+
+    from ._load import run_load_test
+
+    report = asyncio.run(
+        run_load_test(
+            questions,
+            fan_out=fan_out,
+            tool_latency=tool_latency,
+            tokens_per_second=tokens_per_second,
+        )
+    )
+    out = _stdout()
+    for line in report.lines():
+        out.print(line, markup=False)
+    if report.correct != report.questions:
+        _fail(f"{report.questions - report.correct} questions got a wrong answer")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (for tests and ``python -m dagcall``)."""
     args = list(sys.argv[1:] if argv is None else argv)
