@@ -255,15 +255,21 @@ def _split(text: str, cuts: list[int]) -> list[str]:
     return pieces
 
 
-@settings(max_examples=300, deadline=None)
-@given(plan=st.sampled_from(PLANS), cuts=st.lists(st.integers(min_value=0), max_size=40))
-def test_result_is_identical_however_the_stream_is_split(plan: str, cuts: list[int]) -> None:
-    whole, whole_parser = parse_plan(plan, TOOLS)
+def _stream(plan: str, cuts: list[int]) -> tuple[list[Any], PlanParser]:
+    """Feed the plan to a parser in the pieces the cuts make."""
     parser = PlanParser(TOOLS)
     streamed: list[Any] = []
     for piece in _split(plan, cuts):
         streamed += parser.feed(piece)
     streamed += parser.close()
+    return streamed, parser
+
+
+@settings(max_examples=300, deadline=None)
+@given(plan=st.sampled_from(PLANS), cuts=st.lists(st.integers(min_value=0), max_size=40))
+def test_result_is_identical_however_the_stream_is_split(plan: str, cuts: list[int]) -> None:
+    whole, whole_parser = parse_plan(plan, TOOLS)
+    streamed, parser = _stream(plan, cuts)
     assert _describe(streamed) == _describe(whole)
     assert parser.trailing_thought == whole_parser.trailing_thought
     assert parser.ignored == whole_parser.ignored
@@ -286,11 +292,7 @@ _line = st.one_of(
 def test_generated_plans_are_split_invariant(lines: list[str], cuts: list[int]) -> None:
     plan = "\n".join(lines)
     whole, _ = parse_plan(plan, TOOLS)
-    parser = PlanParser(TOOLS)
-    streamed: list[Any] = []
-    for piece in _split(plan, cuts):
-        streamed += parser.feed(piece)
-    streamed += parser.close()
+    streamed, _ = _stream(plan, cuts)
     assert _describe(streamed) == _describe(whole)
     for item in streamed:  # only typed outcomes
         assert isinstance(item, TaskSpec | PlanError)
