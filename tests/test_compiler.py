@@ -213,12 +213,13 @@ async def test_a_hanging_tool_times_out_and_the_run_finishes() -> None:
 
 async def test_blocking_sync_tools_run_in_threads_in_parallel_and_time_out() -> None:
     threads: list[str] = []
+    release = threading.Event()
 
     @tool
     def blocking(seconds: float) -> float:
         """Block the calling thread."""
         threads.append(threading.current_thread().name)
-        time.sleep(seconds)
+        release.wait(seconds)
         return seconds
 
     compiler, _ = compiler_for(
@@ -233,6 +234,7 @@ async def test_blocking_sync_tools_run_in_threads_in_parallel_and_time_out() -> 
     # Both sleepers overlapped instead of serialising the run.
     assert max(t1.started_at or 0, t2.started_at or 0) < min(t1.ended_at or 0, t2.ended_at or 0)
     assert isinstance(t3.error, ToolTimeoutError)
+    release.set()  # let the abandoned thread finish rather than outlive the test
     assert all(name.startswith("dagcall-tool-blocking") for name in threads)
     assert threading.main_thread().name not in threads
 

@@ -38,14 +38,15 @@ async def ok(x: str) -> str:
     return f"ok {x}"
 
 
-def _dagcall_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("dagcall-")]
+def _dagcall_threads(ignore: frozenset[threading.Thread] = frozenset()) -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("dagcall-") and t not in ignore]
 
 
 async def run_and_check(compiler: Compiler, tmp_path: Path) -> RunResult:
     """Run a question; whatever happens, check nothing is left running and finished tasks
     are kept in the result and in the run store."""
     before = asyncio.all_tasks()
+    older = frozenset(_dagcall_threads())  # other tests' threads are not this run's
     try:
         result = await asyncio.wait_for(compiler.arun("q"), 20)
     except DagcallError as exc:
@@ -55,9 +56,9 @@ async def run_and_check(compiler: Compiler, tmp_path: Path) -> RunResult:
         result = partial
     assert asyncio.all_tasks() == before, "orphaned asyncio tasks"
     deadline = time.monotonic() + 5
-    while _dagcall_threads() and time.monotonic() < deadline:
+    while _dagcall_threads(older) and time.monotonic() < deadline:
         await asyncio.sleep(0.02)
-    assert _dagcall_threads() == [], "orphaned worker threads"
+    assert _dagcall_threads(older) == [], "orphaned worker threads"
     for task in result.tasks:
         assert task.status.terminal
     with RunStore(tmp_path / "runs.sqlite3") as store:
@@ -137,19 +138,20 @@ async def test_a_blocking_sync_tool_past_its_timeout(tmp_path: Path) -> None:
         release.wait(10)
         return "late"
 
+    older = frozenset(_dagcall_threads())
     compiler = Compiler(
         model=ScriptedModel(['1. blocks()\n2. ok("x")', FINISH]), tools=[blocks, ok]
     )
-    task = asyncio.create_task(asyncio.wait_for(compiler.arun("q"), 20))
-    result = await task
+    result = await asyncio.wait_for(compiler.arun("q"), 20)
     assert result.task(1).status is TaskStatus.FAILED
     assert result.task(2).status is TaskStatus.DONE
     # Python cannot kill a thread: the abandoned one ends when its call returns.
+    assert len(_dagcall_threads(older)) == 1
     release.set()
     deadline = time.monotonic() + 5
-    while _dagcall_threads() and time.monotonic() < deadline:
+    while _dagcall_threads(older) and time.monotonic() < deadline:
         await asyncio.sleep(0.02)
-    assert _dagcall_threads() == []
+    assert _dagcall_threads(older) == []
 
 
 # -- models that misbehave ------------------------------------------------------------------

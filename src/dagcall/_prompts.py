@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 
 from ._result import Round, TaskRecord
@@ -34,7 +34,10 @@ def render(text: str, **values: str) -> str:
     return _PLACEHOLDER.sub(lambda m: values[m.group(1)], text)
 
 
-def planner_system(tools: Sequence[Tool], examples: str | None) -> str:
+@lru_cache(maxsize=64)
+def planner_system(tools: tuple[Tool, ...], examples: str | None) -> str:
+    """The planner's system prompt; it depends only on the tools and examples, so it is
+    built once per compiler configuration, not per question."""
     listing = "\n\n".join(f"{i}. {t.render()}" for i, t in enumerate(tools, 1))
     if examples is None:
         examples = template("planner_examples.md")
@@ -54,7 +57,7 @@ def planner_messages(
     first_id: int = 1,
 ) -> list[Message]:
     """Messages for a first plan, or for a replan when ``rounds`` holds the earlier rounds."""
-    system = Message("system", planner_system(tools, examples))
+    system = Message("system", planner_system(tuple(tools), examples))
     if not rounds:
         return [system, Message("user", f"Question: {question}")]
     user = render(
