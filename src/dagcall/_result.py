@@ -103,7 +103,7 @@ class TaskRecord:
 class LLMCall:
     """One model call of a run.  Times are seconds since the run started."""
 
-    role: Literal["planner", "joiner", "tool"]
+    role: Literal["planner", "joiner", "tool", "react"]
     model: str
     round: int
     input_tokens: int
