@@ -261,3 +261,37 @@ def test_a_missing_local_model_or_extra_is_one_line(
     assert err.startswith("error: the local model needs llama-cpp-python")
     assert "pip install 'dagcall[local]'" in err
     assert "Traceback" not in err
+
+
+def test_demo_runs_dagcall_then_react_and_compares(
+    openai_server: FakeOpenAIServer,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from dagcall import demo
+
+    monkeypatch.setattr(demo, "LOOKUP_LATENCY", 0.0)
+    plans = [
+        ('height("Eiffel Tower")', 'height("Statue of Liberty")', "+", "423"),
+        ('population("Germany")', 'population("France")', "-", "14800000"),
+        ('area("Spain")', 'area("Portugal")', "+", "598202"),
+    ]
+    for first, second, op, answer in plans:
+        openai_server.script(
+            Stream([f'1. {first}\n2. {second}\n3. calculator("$1 {op} $2")\n4. join()\n']),
+            Stream([f"Action: Finish({answer})"]),
+        )
+    for first, second, _, answer in plans:
+        openai_server.script(
+            Stream([f"Thought: first.\nAction: {first}"]),
+            Stream([f"Thought: second.\nAction: {second}"]),
+            Stream([f"Thought: done.\nAction: Finish({answer})"]),
+        )
+    assert main(["demo", "-m", f"openai:test@{openai_server.base_url}"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("A: 423") == 2
+    assert "The same questions with the ReAct baseline" in out
+    assert "dagcall vs ReAct, same model and tools" in out
+    assert "2 calls" in out  # dagcall: planner and joiner
+    assert "3 calls" in out  # ReAct: one model call per step
+    assert openai_server.remaining == 0

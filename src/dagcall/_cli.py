@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import json
 import sys
@@ -14,6 +15,7 @@ import click
 from rich.console import Console
 from rich.live import Live
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+from rich.table import Table
 
 from . import __version__
 from ._compiler import Compiler
@@ -42,7 +44,10 @@ def _stderr() -> Console:
 
 
 def _stdout() -> Console:
-    return Console(highlight=False, soft_wrap=True)
+    console = Console(highlight=False, soft_wrap=True)
+    if not console.is_terminal:  # logs and pipes: tables need not fit 80 columns
+        console.width = 140
+    return console
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
@@ -242,9 +247,12 @@ def _save(result: RunResult, compiler: Compiler) -> str:
 @cli.command()
 @click.option("--model", "-m", help="The model to run the demo with (default: local).")
 @click.option("--save", is_flag=True, help="Save the runs in the local run store.")
-def demo(model: str | None, save: bool) -> None:
-    """Run the bundled offline scenario on the embedded local model."""
-    from .demo import EXAMPLES, LOOKUP_LATENCY, QUESTIONS, demo_tools
+@click.option("--react/--no-react", default=True, show_default=True, help="Run ReAct too.")
+def demo(model: str | None, save: bool, react: bool) -> None:
+    """Run the bundled offline scenario on the embedded local model: dagcall, then the ReAct
+    baseline on the same model and tools, side by side."""
+    from .baselines import ReActAgent
+    from .demo import EXAMPLES, LOOKUP_LATENCY, QUESTIONS, REACT_EXAMPLES, demo_tools
 
     out = _stdout()
     resolved = _model(model, _stderr())
@@ -254,25 +262,60 @@ def demo(model: str | None, save: bool) -> None:
         f"(each look-up takes {LOOKUP_LATENCY:g} s, like a web API), model {resolved.name}\n",
         highlight=False,
     )
-    rows = []
+    load = getattr(resolved, "load", None)
+    if callable(load):  # load once up front, so neither system's timing includes it
+        out.print("loading the model…", style="dim")
+        load()
+    ours = []
     for question, expected in QUESTIONS:
         result = run_with_view(compiler, question, out)
         run_id = _save(result, compiler) if save else None
         render_result(result, out, run_id=run_id)
         out.print(f"expected: {expected}\n", style="dim", highlight=False)
-        rows.append(result)
-    wall = sum(r.wall_time for r in rows)
-    sequential = sum(r.sequential_time for r in rows)
-    out.print(
-        f"dagcall: {wall:.1f}s for {len(rows)} questions; the same LLM and tool calls one "
-        f"after another: {sequential:.1f}s ({sequential / wall:.2f}x longer).",
-        highlight=False,
+        ours.append(result)
+    if not react:
+        return
+    out.print("The same questions with the ReAct baseline (one tool call per LLM call):\n")
+    agent = ReActAgent(resolved, demo_tools(), examples=REACT_EXAMPLES, max_steps=8)
+    theirs = []
+    for question, _ in QUESTIONS:
+        result = asyncio.run(agent.arun(question))
+        out.print(f"Q: {question}", markup=False)
+        render_result(result, out)
+        out.print()
+        theirs.append(result)
+    out.print(comparison_table(QUESTIONS, ours, theirs))
+
+
+def comparison_table(
+    questions: Sequence[tuple[str, str]], ours: Sequence[RunResult], theirs: Sequence[RunResult]
+) -> Table:
+    """dagcall and ReAct per question: answer, wall time, LLM calls, tokens, speed-up."""
+    table = Table(title="dagcall vs ReAct, same model and tools", title_justify="left")
+    for column in ("question", "expected", "dagcall", "ReAct", "speed-up", "input tokens"):
+        table.add_column(column, justify="left" if column == "question" else "right")
+    for (question, expected), a, b in zip(questions, ours, theirs, strict=True):
+        table.add_row(
+            question if len(question) <= 40 else question[:39] + "…",
+            expected,
+            f"{a.answer} · {a.wall_time:.1f}s · {a.llm_calls} calls",
+            f"{b.answer} · {b.wall_time:.1f}s · {b.llm_calls} calls",
+            f"{b.wall_time / a.wall_time:.2f}x" if a.wall_time else "",
+            f"{a.input_tokens:,} vs {b.input_tokens:,}",
+        )
+    wall_a = sum(r.wall_time for r in ours)
+    wall_b = sum(r.wall_time for r in theirs)
+    tokens_a = sum(r.input_tokens + r.output_tokens for r in ours)
+    tokens_b = sum(r.input_tokens + r.output_tokens for r in theirs)
+    table.add_row(
+        "all",
+        "",
+        f"{wall_a:.1f}s",
+        f"{wall_b:.1f}s",
+        f"{wall_b / wall_a:.2f}x",
+        f"{tokens_a:,} vs {tokens_b:,} (in+out)",
     )
-    out.print(
-        "A ReAct baseline run side by side comes with the benchmark harness (dagcall bench).",
-        style="dim",
-        highlight=False,
-    )
+    return table
 
 
 @cli.command()
@@ -383,8 +426,6 @@ def loadtest(
     questions: int, fan_out: int, tool_latency: float, tokens_per_second: float | None
 ) -> None:
     """Run many concurrent questions (scripted models, sleeping tools) through one process."""
-    import asyncio
-
     from ._load import run_load_test
 
     report = asyncio.run(

@@ -16,7 +16,7 @@ from .._errors import ToolError
 from .._tools import Tool, tool
 from ..tools import calculator
 
-__all__ = ["EXAMPLES", "LOOKUP_LATENCY", "QUESTIONS", "demo_tools"]
+__all__ = ["EXAMPLES", "LOOKUP_LATENCY", "QUESTIONS", "REACT_EXAMPLES", "demo_tools"]
 
 LOOKUP_LATENCY = 1.0
 
@@ -34,6 +34,23 @@ Question: How much taller is the Burj Khalifa than the Eiffel Tower?
 3. calculator("$1 - $2")
 4. join()
 <END_OF_PLAN>
+"""
+
+# The same example in ReAct's format, so both systems get the same help.
+REACT_EXAMPLES = """
+Example:
+Question: How much taller is the Burj Khalifa than the Eiffel Tower?
+Thought: I need the height of the Burj Khalifa.
+Action: height("Burj Khalifa")
+Observation: 828.0
+Thought: I need the height of the Eiffel Tower.
+Action: height("Eiffel Tower")
+Observation: 330.0
+Thought: Subtract the two heights.
+Action: calculator("828.0 - 330.0")
+Observation: 498.0
+Thought: The Burj Khalifa is 498 metres taller.
+Action: Finish(498)
 """
 
 
