@@ -1,22 +1,22 @@
-"""AnthropicModel: Claude models through the official ``anthropic`` SDK, streamed."""
+"""AnthropicModel: Claude models on the Anthropic Messages API, through the official SDK."""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
+import ssl
 from collections.abc import AsyncGenerator, Sequence
-from typing import Any, cast
+from dataclasses import dataclass, field
 
 import anthropic
 import httpx2
-from anthropic import AsyncAnthropic, AsyncStream
+from anthropic import AsyncAnthropic, AsyncStream, omit
 from anthropic.types import (
-    RawContentBlockDeltaEvent,
-    RawMessageDeltaEvent,
-    RawMessageStartEvent,
-    RawMessageStopEvent,
+    AssistantMessageParam,
+    MessageParam,
     RawMessageStreamEvent,
-    TextDelta,
+    UserMessageParam,
 )
 
 from .._errors import (
@@ -32,35 +32,127 @@ from ._http import check_base_url, plural, redact_url, scrub
 
 __all__ = ["AnthropicModel"]
 
+#: The API key sent to Anthropic-compatible servers when none is configured (they ignore it).
 PLACEHOLDER_API_KEY = "not-needed"
+
+#: Sent as the first user turn when the conversation has none (the API needs one).
+PLACEHOLDER_USER_TURN = "Continue."
+
+_ANTHROPIC_HOST = "api.anthropic.com"
 _DETAIL_LIMIT = 300
+#: Input token counts in a ``usage`` object; their sum is the request's input.
+_INPUT_FIELDS = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+#: Request fields that the Messages API (version 2026-10-21, sent by SDK 2.x) refuses.
+_SAMPLING_FIELDS = ("temperature", "top_p", "top_k")
 
 
-def _messages(messages: Sequence[Message]) -> tuple[str, list[dict[str, str]]]:
-    """The system text, and user/assistant turns merged so that roles alternate, user first."""
-    system = "\n\n".join(m.content for m in messages if m.role == "system")
-    turns: list[dict[str, str]] = []
-    for m in messages:
-        if m.role == "system":
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    # Building a verified SSL context costs tens of milliseconds of blocking work; each call
+    # gets a fresh HTTP client (see AnthropicModel), so the context is built once and shared.
+    return httpx2.create_ssl_context()
+
+
+def _to_anthropic(messages: Sequence[Message]) -> tuple[str, list[MessageParam]]:
+    """The system prompt, and the conversation as the Messages API wants it.
+
+    System messages are joined into the ``system`` parameter.  User and assistant messages
+    keep their order; consecutive ones of the same role are merged into one turn, so roles
+    alternate, and the conversation starts with a user turn.  Blank messages are left out
+    (the API refuses them), as is trailing whitespace of a final assistant turn.
+    """
+    system: list[str] = []
+    turns: list[tuple[str, list[str]]] = []
+    for message in messages:
+        role: str = message.role
+        if role not in ("system", "user", "assistant"):
+            raise UsageError(f"message role must be 'system', 'user' or 'assistant', not {role!r}")
+        if not message.content.strip():
             continue
-        if turns and turns[-1]["role"] == m.role:
-            turns[-1]["content"] += "\n\n" + m.content
+        if role == "system":
+            system.append(message.content)
+        elif turns and turns[-1][0] == role:
+            turns[-1][1].append(message.content)
         else:
-            turns.append({"role": m.role, "content": m.content})
-    if not turns or turns[0]["role"] != "user":
-        turns.insert(0, {"role": "user", "content": "(continue)"})
-    return system, turns
+            turns.append((role, [message.content]))
+    if not turns or turns[0][0] != "user":
+        turns.insert(0, ("user", [PLACEHOLDER_USER_TURN]))
+    payload: list[MessageParam] = []
+    for i, (role, parts) in enumerate(turns):
+        content = "\n\n".join(parts)
+        if role == "user":
+            payload.append(UserMessageParam(role="user", content=content))
+        else:
+            last = i == len(turns) - 1
+            payload.append(
+                AssistantMessageParam(
+                    role="assistant", content=content.rstrip() if last else content
+                )
+            )
+    return "\n\n".join(system), payload
+
+
+def _field(obj: object, name: str) -> int | None:
+    value = getattr(obj, name, None)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+@dataclass
+class _StreamState:
+    """What the events of one stream said, apart from their text."""
+
+    inputs: dict[str, int] = field(default_factory=dict)  # _INPUT_FIELDS that were reported
+    output_tokens: int | None = None
+    finished: bool = False  # message_stop arrived (or we stopped at a stop sequence)
+
+    def read(self, event: RawMessageStreamEvent) -> str:
+        """Take note of ``event``; return its text (``""`` for events without text)."""
+        if event.type == "content_block_delta":
+            return event.delta.text if event.delta.type == "text_delta" else ""
+        if event.type == "message_start":
+            self._note_inputs(event.message.usage)
+        elif event.type == "message_delta":
+            # Counts here are cumulative: output always, input fields when reported.
+            self._note_inputs(event.usage)
+            self.output_tokens = _field(event.usage, "output_tokens")
+        elif event.type == "message_stop":
+            self.finished = True
+        return ""
+
+    def _note_inputs(self, usage: object) -> None:
+        for name in _INPUT_FIELDS:
+            count = _field(usage, name)
+            if count is not None:
+                self.inputs[name] = count
+
+    @property
+    def input_tokens(self) -> int | None:
+        return sum(self.inputs.values()) if "input_tokens" in self.inputs else None
 
 
 class AnthropicModel(Model):
-    """A Claude model on the Anthropic Messages API (key from ``ANTHROPIC_API_KEY``).
+    """A Claude model on the Anthropic Messages API, or on an Anthropic-compatible server.
+
+    ``AnthropicModel("claude-sonnet-4-5")`` uses the key from ``ANTHROPIC_API_KEY``;
+    ``AnthropicModel("m", base_url="http://127.0.0.1:8080")`` a compatible server, which needs
+    no key (the SDK adds ``/v1/messages`` to ``base_url``).
 
     System messages become the ``system`` parameter; user and assistant messages are merged
-    so that they alternate.  The SDK retries failed requests (``max_retries``, honouring
-    ``retry-after``) before the stream starts; failures after that are not retried.  Stop
-    sequences are sent and also applied locally.  Token counts come from the stream's
-    ``message_start`` and ``message_delta`` events (cache reads and writes count as input).
-    ``temperature`` is sent only when given (current models choose their own sampling).
+    so that roles alternate, starting with the user.  ``max_tokens`` (required by the API)
+    is the default reply limit; a call's own ``max_tokens`` overrides it.  Stop sequences are
+    sent as ``stop_sequences`` and also applied locally.  Token counts come from the stream:
+    input from ``message_start`` (cache reads and writes included), output from the last
+    ``message_delta``.
+
+    ``temperature`` is not sent by default: the API version that the SDK (2.x) speaks refuses
+    sampling parameters, even at their default values.  Set it only for a compatible server
+    that still takes one; it is then sent in the request body.
+
+    Each :meth:`stream` call uses a fresh HTTP client that is closed when the stream ends;
+    pass your own ``client`` (an ``anthropic.AsyncAnthropic``) to share a connection pool, used
+    as is, with its own base URL, key, retries and timeout, and closed by you.  Failed
+    requests are retried by the SDK (``max_retries``, honouring ``retry-after``) before the
+    stream starts; once text flows, failures are not retried.
     """
 
     def __init__(
@@ -75,113 +167,105 @@ class AnthropicModel(Model):
         temperature: float | None = None,
         max_tokens: int = 4096,
     ) -> None:
-        if not model.strip():
-            raise UsageError("AnthropicModel needs a model name, e.g. 'claude-3-5-haiku-latest'")
-        if max_retries < 0 or timeout <= 0 or max_tokens < 1:
-            raise UsageError("max_retries must be >= 0, timeout > 0 and max_tokens >= 1")
+        if not isinstance(model, str) or not model.strip():
+            raise UsageError(
+                "AnthropicModel needs a model name, e.g. AnthropicModel('claude-sonnet-4-5')"
+            )
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            raise UsageError(f"max_retries must be a non-negative integer, not {max_retries!r}")
+        if not timeout > 0:
+            raise UsageError(f"timeout must be a positive number of seconds, not {timeout!r}")
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+            raise UsageError(f"max_tokens must be a positive integer, not {max_tokens!r}")
+        if temperature is not None and (
+            isinstance(temperature, bool)
+            or not isinstance(temperature, int | float)
+            or not 0.0 <= temperature <= 1.0
+        ):
+            raise UsageError(f"temperature must be between 0 and 1 or None, not {temperature!r}")
         if client is not None and (base_url is not None or api_key is not None):
-            raise UsageError("pass either client= or base_url=/api_key=, not both")
+            raise UsageError(
+                "pass either client= (a configured AsyncAnthropic) or base_url=/api_key=, not both"
+            )
         if base_url is not None:
             check_base_url(base_url)
-        key = api_key or os.environ.get("ANTHROPIC_API_KEY") or None
-        if client is None and key is None:
-            if base_url is None:
-                raise UsageError(
-                    f"no API key for Anthropic model {model!r}: set ANTHROPIC_API_KEY or pass "
-                    "api_key="
-                )
-            key = PLACEHOLDER_API_KEY
-        self._api_key = key or ""
-        self._client = client
+
+        if client is None:
+            key = api_key or os.environ.get("ANTHROPIC_API_KEY") or None
+            if key is None:
+                if base_url is None:
+                    raise UsageError(
+                        f"no API key for Anthropic model {model!r}: set the ANTHROPIC_API_KEY "
+                        "environment variable, pass api_key=, or pass base_url= to use an "
+                        "Anthropic-compatible server"
+                    )
+                key = PLACEHOLDER_API_KEY
+            self._secrets: tuple[str, ...] = (key,)
+        else:
+            self._secrets = tuple(
+                s for s in (client.api_key, client.auth_token) if isinstance(s, str) and s
+            )
+
         self.model = model
         self.base_url = base_url
         self.max_retries = max_retries
         self.timeout = float(timeout)
         self.temperature = temperature
         self.max_tokens = max_tokens
-        self.name = f"anthropic:{model}" + (f"@{redact_url(base_url)}" if base_url else "")
+        self._client = client
+        shown = base_url
+        if client is not None and client.base_url.host != _ANTHROPIC_HOST:
+            shown = str(client.base_url).rstrip("/")
+        self.name = f"anthropic:{model}" + (f"@{redact_url(shown)}" if shown else "")
 
+    # -- the Model interface --------------------------------------------------------------------
     async def stream(
         self,
         messages: Sequence[Message],
         *,
         stop: Sequence[str] = (),
         max_tokens: int | None = None,
-        grammar: str | None = None,
+        grammar: str | None = None,  # a GBNF grammar for local models: not supported, ignored
     ) -> AsyncGenerator[str | TokenUsage, None]:
-        system, turns = _messages(messages)
-        stops = [s for s in stop if s.strip()]  # the API rejects blank stop sequences
+        system, payload = _to_anthropic(messages)
+        if max_tokens is not None and max_tokens < 1:
+            raise UsageError(f"max_tokens must be at least 1, not {max_tokens!r}")
+        stops = [s for s in stop if s]
         stopper = StopFilter(stops)
-        received: list[str] = []
-        input_tokens: int | None = None
-        output_tokens: int | None = None
-        complete = False  # message_stop seen
-        client = self._client or AsyncAnthropic(
-            api_key=self._api_key,
-            base_url=self.base_url,
-            max_retries=self.max_retries,
-            timeout=self.timeout,
-        )
+        received: list[str] = []  # raw text from the server, before local stop filtering
+        state = _StreamState()
+
+        client = self._client if self._client is not None else self._new_client()
         try:
-            options: dict[str, Any] = {}
-            if system:
-                options["system"] = system
-            if stops:
-                options["stop_sequences"] = stops
-            if self.temperature is not None:  # no longer a named SDK parameter
-                options["extra_body"] = {"temperature": self.temperature}
-            try:
-                created = await client.messages.create(
-                    model=self.model,
-                    max_tokens=max_tokens or self.max_tokens,
-                    messages=turns,  # type: ignore[arg-type]
-                    stream=True,
-                    **options,
-                )
-            except Exception as exc:
-                raise self._request_error(exc) from exc
-            events = cast(AsyncStream[RawMessageStreamEvent], created)
+            events = await self._open(client, system, payload, stops, max_tokens)
             try:
                 while True:
                     try:
-                        event = await events.__anext__()
+                        text = state.read(await events.__anext__())
                     except StopAsyncIteration:
                         break
-                    except Exception as exc:
-                        raise self._stream_error(exc, sum(map(len, received))) from exc
-                    if isinstance(event, RawMessageStartEvent):
-                        usage = event.message.usage
-                        input_tokens = (
-                            usage.input_tokens
-                            + (getattr(usage, "cache_creation_input_tokens", None) or 0)
-                            + (getattr(usage, "cache_read_input_tokens", None) or 0)
-                        )
-                    elif isinstance(event, RawMessageDeltaEvent):
-                        output_tokens = event.usage.output_tokens
-                    elif isinstance(event, RawMessageStopEvent):
-                        complete = True
-                    elif isinstance(event, RawContentBlockDeltaEvent) and isinstance(
-                        event.delta, TextDelta
-                    ):
-                        received.append(event.delta.text)
-                        out = stopper.feed(event.delta.text)
-                        if out:
-                            yield out
-                        if stopper.stopped:
-                            complete = True  # we stopped reading on purpose
-                            break
+                    except Exception as exc:  # anything raised here is a stream failure
+                        raise self._stream_error(client, exc, sum(map(len, received))) from exc
+                    if not text:
+                        continue
+                    received.append(text)
+                    out = stopper.feed(text)
+                    if out:
+                        yield out
+                    if stopper.stopped:
+                        state.finished = True
+                        break  # the rest is past a stop sequence: stop reading now
             finally:
-                with contextlib.suppress(Exception):
-                    await events.close()
+                await self._quietly_close(events)
         finally:
             if client is not self._client:
-                with contextlib.suppress(Exception):
-                    await client.close()
-        if not complete:
-            # The SDK skips events it cannot decode, so a damaged stream can end early
-            # without an error: without message_stop the reply is incomplete.
+                await self._quietly_close(client)
+
+        if not state.finished:
+            # A body that ends early but cleanly raises nothing in the SDK: without
+            # message_stop the reply is incomplete.
             raise ModelStreamError(
-                f"{self.name}: the stream from {self._where()} ended without message_stop "
+                f"{self.name}: the stream from {self._url(client)} ended without message_stop "
                 f"after {plural(sum(map(len, received)), 'character')} of text; the reply is "
                 "incomplete",
                 model=self.name,
@@ -189,69 +273,178 @@ class AnthropicModel(Model):
         tail = stopper.flush()
         if tail:
             yield tail
-        if input_tokens is not None and output_tokens is not None:
-            yield TokenUsage(input_tokens, output_tokens)
-        else:
+        if state.input_tokens is not None and state.output_tokens is not None:
+            yield TokenUsage(state.input_tokens, state.output_tokens)
+        else:  # we stopped reading before the counts, or the server sent none
             yield TokenUsage(
-                input_tokens
-                if input_tokens is not None
-                else estimate_tokens([system, *(t["content"] for t in turns)]),
-                estimate_tokens("".join(received)),
+                input_tokens=state.input_tokens
+                if state.input_tokens is not None
+                else estimate_tokens(m.content for m in messages),
+                output_tokens=estimate_tokens("".join(received)),
                 estimated=True,
             )
 
-    # -- errors -------------------------------------------------------------------------------
-    def _detail(self, exc: BaseException) -> str:
-        text = scrub(str(getattr(exc, "message", None) or exc).strip(), self._api_key)
-        return (text[: _DETAIL_LIMIT - 3] + "...") if len(text) > _DETAIL_LIMIT else text
-
-    def _where(self) -> str:
-        return redact_url(self.base_url) if self.base_url else "the Anthropic API"
-
-    def _request_error(self, exc: Exception) -> ModelError:
-        where, retries = self._where(), plural(self.max_retries, "retry")
-        if isinstance(exc, anthropic.APIStatusError):
-            code = exc.status_code
-            what = {
-                401: f"{where} rejected the API key (HTTP 401); check ANTHROPIC_API_KEY",
-                403: f"{where} refused access (HTTP 403)",
-                404: f"{where} has no model {self.model!r} (HTTP 404)",
-                429: f"rate limited by {where} (HTTP 429) after {retries}; wait or lower the "
-                "concurrency",
-                529: f"{where} is overloaded (HTTP 529) after {retries}; try again later",
-            }.get(code)
-            if what is None:
-                what = (
-                    f"provider error at {where} (HTTP {code}) after {retries}"
-                    if code >= 500
-                    else f"{where} rejected the request (HTTP {code})"
-                )
-            return ModelHTTPError(
-                f"{self.name}: {what}: {self._detail(exc)}", model=self.name, status_code=code
+    # -- helpers --------------------------------------------------------------------------------
+    def _new_client(self) -> AsyncAnthropic:
+        try:
+            return AsyncAnthropic(
+                api_key=self._secrets[0],
+                base_url=self.base_url,
+                max_retries=self.max_retries,
+                timeout=self.timeout,
+                http_client=anthropic.DefaultAsyncHttpxClient(verify=_ssl_context()),
             )
-        if isinstance(exc, anthropic.APITimeoutError):
-            return ModelConnectionError(
-                f"{self.name}: {where} did not answer within {self.timeout:g}s", model=self.name
-            )
-        if isinstance(exc, anthropic.APIConnectionError):
-            return ModelConnectionError(
-                f"{self.name}: could not reach {where} ({self._detail(exc.__cause__ or exc)}; "
-                f"tried {plural(self.max_retries + 1, 'time')})",
+        except Exception as exc:  # e.g. SSL_CERT_FILE naming a missing file
+            raise ModelError(
+                f"{self.name}: could not set up the HTTP client: "
+                f"{type(exc).__name__}: {self._detail(exc)}",
                 model=self.name,
+            ) from exc
+
+    async def _open(
+        self,
+        client: AsyncAnthropic,
+        system: str,
+        payload: list[MessageParam],
+        stops: list[str],
+        max_tokens: int | None,
+    ) -> AsyncStream[RawMessageStreamEvent]:
+        """Send the request (the SDK retries it) and return the event stream."""
+        # The API refuses whitespace-only stop sequences; they still apply locally.
+        api_stops = [s for s in stops if s.strip()]
+        try:
+            return await client.messages.create(
+                model=self.model,
+                max_tokens=max_tokens or self.max_tokens,
+                messages=payload,
+                stream=True,
+                system=system or omit,
+                stop_sequences=api_stops or omit,
+                # No longer an SDK parameter, and refused by the current API version.
+                extra_body=None if self.temperature is None else {"temperature": self.temperature},
             )
-        return ModelError(
-            f"{self.name}: request failed: {type(exc).__name__}: {self._detail(exc)}",
+        except anthropic.APIStatusError as exc:
+            raise self._status_error(client, exc) from exc
+        except anthropic.APITimeoutError as exc:
+            raise ModelConnectionError(
+                f"{self.name}: {self._url(client)} did not answer within "
+                f"{self._timeout_text(client)} (tried {plural(client.max_retries + 1, 'time')}); "
+                "check that the server is up and not overloaded, or raise timeout=",
+                model=self.name,
+            ) from exc
+        except anthropic.APIConnectionError as exc:
+            reason = self._scrub(str(exc.__cause__ or exc)) or type(exc.__cause__).__name__
+            raise ModelConnectionError(
+                f"{self.name}: could not reach {self._url(client)} ({reason}; tried "
+                f"{plural(client.max_retries + 1, 'time')}); check the network, that the "
+                "server is running and that base_url is right",
+                model=self.name,
+            ) from exc
+        except Exception as exc:  # whatever else the SDK or its transport raised
+            raise ModelError(
+                f"{self.name}: request to {self._url(client)} failed: "
+                f"{type(exc).__name__}: {self._detail(exc)}",
+                model=self.name,
+            ) from exc
+
+    def _status_error(
+        self, client: AsyncAnthropic, exc: anthropic.APIStatusError
+    ) -> ModelHTTPError:
+        code = exc.status_code
+        url = self._url(client)
+        retries = plural(client.max_retries, "retry")
+        detail = self._detail(exc)
+        if code == 400 and any(name in detail for name in _SAMPLING_FIELDS):
+            what = (
+                f"{url} rejected the request (HTTP 400); the Messages API no longer takes "
+                "sampling parameters: leave temperature=None"
+            )
+        elif code == 401:
+            what = (
+                f"{url} rejected the API key (HTTP 401); check ANTHROPIC_API_KEY or the api_key "
+                "argument"
+            )
+        elif code == 403:
+            what = f"{url} refused access (HTTP 403); check that the API key may use this model"
+        elif code == 404:
+            what = (
+                f"{url} has no model {self.model!r} or no /v1/messages endpoint (HTTP 404); "
+                "check the model name, and that base_url is the server's root (without /v1)"
+            )
+        elif code == 429:
+            what = (
+                f"rate limited by {url} (HTTP 429) after {retries}; lower the concurrency, "
+                "wait, or raise max_retries"
+            )
+        elif code == 529:
+            what = (
+                f"{url} is overloaded (HTTP 529) after {retries}; try again later or raise "
+                "max_retries"
+            )
+        elif code >= 500:
+            what = f"provider error at {url} (HTTP {code}) after {retries}; try again later"
+        else:
+            what = f"{url} rejected the request (HTTP {code})"
+        return ModelHTTPError(
+            f"{self.name}: {what}: {detail}{self._request_id(exc)}",
             model=self.name,
+            status_code=code,
         )
 
-    def _stream_error(self, exc: Exception, chars: int) -> ModelStreamError:
+    def _stream_error(self, client: AsyncAnthropic, exc: Exception, chars: int) -> ModelStreamError:
+        url = self._url(client)
         arrived = f"after {plural(chars, 'character')} of text had arrived"
-        if isinstance(
-            exc, anthropic.APIConnectionError | anthropic.APITimeoutError | httpx2.TransportError
-        ):
-            what = f"the stream from {self._where()} was cut {arrived}"
+        if isinstance(exc, anthropic.APITimeoutError | httpx2.TimeoutException):
+            what = f"the stream from {url} stalled for {self._timeout_text(client)} {arrived}"
+        elif isinstance(exc, anthropic.APIConnectionError | httpx2.TransportError):
+            reason = self._scrub(str(exc.__cause__ or exc)) or type(exc).__name__
+            what = f"the stream from {url} was cut {arrived} ({reason})"
+        elif isinstance(exc, anthropic.APIStatusError):  # an `error` event in the stream
+            kind = exc.type or "error"
+            hint = "; try again later" if kind in ("overloaded_error", "api_error") else ""
+            what = (
+                f"{url} reported {kind} mid-stream {arrived}: {self._detail(exc)}"
+                f"{self._request_id(exc)}{hint}"
+            )
         elif isinstance(exc, anthropic.APIError):
-            what = f"{self._where()} reported an error mid-stream {arrived}: {self._detail(exc)}"
+            what = f"{url} reported an error mid-stream {arrived}: {self._detail(exc)}"
         else:
-            what = f"{self._where()} sent a malformed stream event {arrived} ({self._detail(exc)})"
+            what = (
+                f"{url} sent a malformed stream event {arrived} "
+                f"({type(exc).__name__}: {self._detail(exc)})"
+            )
         return ModelStreamError(f"{self.name}: {what}", model=self.name)
+
+    @staticmethod
+    async def _quietly_close(closable: AsyncStream[RawMessageStreamEvent] | AsyncAnthropic) -> None:
+        # Cleanup must not hide the real outcome (the text, or the error being raised).
+        with contextlib.suppress(Exception):
+            await closable.close()
+
+    def _url(self, client: AsyncAnthropic) -> str:
+        return redact_url(str(client.base_url).rstrip("/"))
+
+    @staticmethod
+    def _timeout_text(client: AsyncAnthropic) -> str:
+        timeout = client.timeout
+        if isinstance(timeout, int | float):
+            return f"{timeout:g}s"
+        if isinstance(timeout, httpx2.Timeout) and timeout.read is not None:
+            return f"{timeout.read:g}s"
+        return "the timeout"
+
+    def _request_id(self, exc: anthropic.APIStatusError) -> str:
+        request_id = exc.request_id
+        return f" (request id {self._scrub(request_id)})" if request_id else ""
+
+    def _scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            text = scrub(text, secret)
+        return text
+
+    def _detail(self, exc: BaseException) -> str:
+        message = getattr(exc, "api_message", None) or getattr(exc, "message", None) or exc
+        text = self._scrub(str(message)).strip()
+        if len(text) > _DETAIL_LIMIT:
+            text = text[: _DETAIL_LIMIT - 3] + "..."
+        return text or type(exc).__name__
