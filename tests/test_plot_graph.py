@@ -42,9 +42,9 @@ def test_mermaid_graph_of_a_run() -> None:
     lines = text.splitlines()
     assert lines[0] == "flowchart TD"
     assert '  subgraph round1["round 1"]' in lines
-    assert '    t3["3. fetch(#34;$1 and $2#34;)"]:::done' in lines
+    assert '    t3["3. fetch(#34;#36;1 and #36;2#34;)"]:::done' in lines
     assert '    t4["4. fetch(#34;broken#34;)"]:::failed' in lines
-    assert '    t5["5. fetch(#34;after $4#34;)"]:::skipped' in lines
+    assert '    t5["5. fetch(#34;after #36;4#34;)"]:::skipped' in lines
     assert '    join1(["join: replan"])' in lines
     assert '    join2(["join: finish"])' in lines
     for edge in ("t1 --> t3", "t2 --> t3", "t4 --> t5", "t3 --> join1", "t5 --> join1"):

@@ -19,11 +19,12 @@ _CLASSES = {
 
 
 def _text(label: str, width: int = 48) -> str:
-    """A label safe inside Mermaid's ``["..."]``: quotes and markup become entities."""
+    """A label safe inside Mermaid's ``["..."]``: quotes, markup and ``$`` (KaTeX maths in
+    Mermaid 10.9+) become entities."""
     label = " ".join(label.split())
     if len(label) > width:
         label = label[: width - 1] + "…"
-    return re.sub(r'["<>#&]', lambda m: f"#{ord(m.group(0))};", label)
+    return re.sub(r'["<>#&$]', lambda m: f"#{ord(m.group(0))};", label)
 
 
 def mermaid(run: Mapping[str, Any]) -> str:

@@ -129,6 +129,8 @@ class RunStore:
             self._db.execute("PRAGMA foreign_keys = ON")
             self._migrate()
         except sqlite3.DatabaseError as exc:
+            if hasattr(self, "_db"):  # opened, but not a store: do not leak the connection
+                self._db.close()
             raise UsageError(
                 f"{self.path} cannot be used as a dagcall run store ({exc}); move it away or "
                 "set DAGCALL_DATA_DIR to another folder"
