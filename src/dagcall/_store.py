@@ -15,7 +15,8 @@ import os
 import secrets
 import sqlite3
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -115,6 +116,22 @@ def default_path() -> Path:
     return Path(base) / "runs.sqlite3"
 
 
+def _while_locked(step: Callable[[], None], patience: float = 30.0) -> None:
+    """Run ``step``, retrying while another connection holds a lock SQLite will not wait on."""
+    deadline = time.monotonic() + patience
+    delay = 0.005
+    while True:
+        try:
+            step()
+            return
+        except sqlite3.OperationalError as exc:
+            message = str(exc)
+            if ("locked" not in message and "busy" not in message) or time.monotonic() > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.2)
+
+
 class RunStore:
     """Saved runs in a SQLite file; safe to share between threads and processes."""
 
@@ -127,7 +144,7 @@ class RunStore:
                 self.path, timeout=30, check_same_thread=False, isolation_level=None
             )
             self._db.execute("PRAGMA foreign_keys = ON")
-            self._migrate()
+            _while_locked(self._migrate)
         except sqlite3.DatabaseError as exc:
             if hasattr(self, "_db"):  # opened, but not a store: do not leak the connection
                 self._db.close()
@@ -166,6 +183,8 @@ class RunStore:
                 if statement.strip():
                     db.execute(statement)
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        # Switching to WAL needs the file to itself and SQLite does not wait for that (no busy
+        # handler), so a store opened by several threads at once retries this via _while_locked.
         self._db.execute("PRAGMA journal_mode = WAL")
 
     # -- writing ---------------------------------------------------------------------------
