@@ -109,7 +109,7 @@ def history(rounds: Iterable[Round], records: dict[int, TaskRecord], *, with_joi
             if rec.thought:
                 lines.append(f"Thought: {rec.thought}")
             lines.append(f"{rec.id}. {rec.call}")
-            lines.append(_observation(rec))
+            lines.append(observation_element(rec))
         for err in rnd.errors:
             if getattr(err, "task_id", None) is None:
                 lines.append(f"Plan problem: {err.message}")
@@ -121,6 +121,6 @@ def history(rounds: Iterable[Round], records: dict[int, TaskRecord], *, with_joi
     return "\n\n".join(blocks)
 
 
-def _observation(rec: TaskRecord) -> str:
+def observation_element(rec: TaskRecord) -> str:
     text = rec.observation.replace("</observation", "<\\/observation")
     return f'<observation task="{rec.id}" status="{rec.status.value}">{text}</observation>'

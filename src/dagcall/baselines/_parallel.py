@@ -1,0 +1,194 @@
+"""Parallel function calling: the OpenAI ``parallel_tool_calls`` style of agent loop.
+
+Each model turn may ask for several tool calls; they run concurrently, and the model is called
+again with all their results, until it answers.  This is the strongest common alternative to
+dagcall's compiler: parallel within a turn, but every dependency costs a full model call that
+resends the conversation.  Models without native tool calls get them through a JSON format in
+text (``{"tool_calls": [...]}`` / ``{"answer": ...}``), which works with any
+:class:`~dagcall.models.Model`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from .._errors import DagcallError, UnknownToolError, UsageError
+from .._plan import TaskSpec
+from .._prompts import observation_element, render, template
+from .._result import LLMCall, Round, RunResult
+from .._scheduler import Scheduler
+from .._tokens import estimate_tokens
+from .._tools import Approver, Tool
+from ..models import Message, Model, complete, resolve_model
+
+__all__ = ["ParallelFunctionCallingAgent", "parse_tool_reply"]
+
+_FENCE = re.compile(r"^```(?:json)?\s*|\s*```\s*$", re.M)
+
+
+def parse_tool_reply(text: str) -> dict[str, Any] | None:
+    """The first JSON object in a model's reply (code fences allowed), or ``None``."""
+    cleaned = _FENCE.sub("", text.strip())
+    decoder = json.JSONDecoder()
+    for start in (i for i, ch in enumerate(cleaned) if ch == "{"):
+        try:
+            value, _ = decoder.raw_decode(cleaned, start)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            return value
+    return None
+
+
+class ParallelFunctionCallingAgent:
+    """Answers a question in turns of concurrent tool calls (native parallel function calling).
+
+    ``max_turns`` bounds the model calls; a turn that asks for no valid call and gives no answer
+    is told so once per turn.  Tools, timeouts and approvals behave as in
+    :class:`~dagcall.Compiler`, and the result is the same :class:`~dagcall.RunResult`.
+    """
+
+    def __init__(
+        self,
+        model: Model | str | None = None,
+        tools: Iterable[Tool | Callable[..., Any]] = (),
+        *,
+        max_turns: int = 8,
+        tool_timeout: float | None = 60.0,
+        approve: Approver | None = None,
+        examples: str = "",
+    ) -> None:
+        if max_turns < 1:
+            raise UsageError("max_turns must be at least 1")
+        self.model = resolve_model(model)
+        self.tools = {t.name: t for t in (t if isinstance(t, Tool) else Tool(t) for t in tools)}
+        self.max_turns = max_turns
+        self.tool_timeout = tool_timeout
+        self.approve = approve
+        listing = "\n\n".join(
+            f"{t.name}: {t.description}\n"
+            f"arguments: {json.dumps(t.json_schema.get('properties', {}))}"
+            for t in self.tools.values()
+        )
+        extra = "\n" + examples.strip() + "\n" if examples.strip() else ""
+        self.system = render(template("parallel_system.md"), tools=listing, examples=extra)
+
+    def run(self, question: str) -> RunResult:
+        """Synchronous :meth:`arun`."""
+        return asyncio.run(self.arun(question))
+
+    async def arun(self, question: str) -> RunResult:
+        """Answer ``question``; errors carry the partial result as ``.result``."""
+        t0 = time.perf_counter()
+        result = RunResult(question=question)
+        scheduler = Scheduler(
+            self.tools,
+            t0=t0,
+            tool_timeout=self.tool_timeout,
+            record_llm_call=result.usage.append,
+            approve=self.approve,
+        )
+        messages = [Message("system", self.system), Message("user", f"Question: {question}")]
+        next_id = 1
+        try:
+            for turn in range(self.max_turns):
+                rnd = Round(index=turn)
+                result.rounds.append(rnd)
+                started = time.perf_counter() - t0
+                completion = await complete(self.model, messages)
+                usage = completion.usage
+                result.usage.append(
+                    LLMCall(
+                        role="planner",
+                        model=self.model.name,
+                        round=turn,
+                        input_tokens=usage.input_tokens
+                        if usage
+                        else estimate_tokens(m.content for m in messages),
+                        output_tokens=usage.output_tokens
+                        if usage
+                        else estimate_tokens(completion.text),
+                        started_at=started,
+                        ended_at=time.perf_counter() - t0,
+                        time_to_first_token=completion.time_to_first_token,
+                        estimated=usage is None or usage.estimated,
+                    )
+                )
+                text = completion.text.strip()
+                rnd.plan = text
+                messages.append(Message("assistant", text))
+                reply = parse_tool_reply(text)
+                if reply is None and "{" not in text and text:
+                    reply = {"answer": text}  # a plain-text answer
+                if reply is not None and "answer" in reply and not reply.get("tool_calls"):
+                    result.answer = str(reply["answer"]).strip()
+                    result.stop_reason = "finish"
+                    rnd.decision, rnd.answer = "finish", result.answer
+                    return result
+                calls = reply.get("tool_calls") if reply is not None else None
+                if not isinstance(calls, list) or not calls:
+                    messages.append(
+                        Message(
+                            "user",
+                            'Reply with JSON only: {"tool_calls": [...]} or {"answer": "..."}.',
+                        )
+                    )
+                    continue
+                first = next_id
+                for call in calls:
+                    self._submit(scheduler, rnd, next_id, turn, call)
+                    next_id += 1
+                await scheduler.wait_idle()
+                rnd.decision = "replan"
+                results = "\n".join(
+                    observation_element(scheduler.records[i])
+                    for i in range(first, next_id)
+                    if i in scheduler.records
+                )
+                messages.append(Message("user", f"Tool results:\n{results}"))
+            result.stop_reason = "max_turns"
+            return result
+        except DagcallError as exc:
+            exc.result = result
+            raise
+        finally:
+            await scheduler.cancel_all()
+            result.tasks = [scheduler.records[i] for i in sorted(scheduler.records)]
+            result.wall_time = time.perf_counter() - t0
+
+    def _submit(self, scheduler: Scheduler, rnd: Round, task_id: int, turn: int, call: Any) -> None:
+        name = call.get("name") if isinstance(call, dict) else None
+        arguments = call.get("arguments", {}) if isinstance(call, dict) else {}
+        if isinstance(arguments, str):  # OpenAI sends arguments as a JSON string
+            try:
+                arguments = json.loads(arguments)
+            except ValueError:
+                arguments = {"_": arguments}
+        if not isinstance(arguments, dict):
+            arguments = {"_": arguments}
+        text = f"{name}({json.dumps(arguments, ensure_ascii=False)})"
+        rnd.task_ids.append(task_id)
+        if not isinstance(name, str) or name not in self.tools:
+            error = UnknownToolError(
+                f"unknown tool {name!r}; the tools are {', '.join(self.tools)}",
+                line=text,
+                task_id=task_id,
+            )
+            rnd.errors.append(error)
+            scheduler.reject(error, turn)
+            return
+        spec = TaskSpec(
+            id=task_id,
+            tool=name,
+            args=(),
+            kwargs=dict(arguments),
+            deps=frozenset(),
+            call=text,
+            raw_kwargs=dict(arguments),
+        )
+        scheduler.submit(spec, turn)
