@@ -443,6 +443,111 @@ def loadtest(
         _fail(f"{report.questions - report.correct} questions got a wrong answer")
 
 
+@cli.command()
+@click.option(
+    "--workload",
+    "-w",
+    "workloads",
+    multiple=True,
+    type=click.Choice(["parallelqa", "hotpotqa", "movies", "game24"]),
+    help="A workload to run (repeatable; default: all four).",
+)
+@click.option(
+    "--model",
+    "-m",
+    default="simulated:gpt-3.5",
+    show_default=True,
+    help="simulated[:gpt-3.5|gpt-4|llama-2-70b] for the latency model, or a real model "
+    "(local, openai:MODEL[@URL], anthropic:MODEL[@URL]).",
+)
+@click.option("--limit", type=click.IntRange(1), help="At most this many questions per workload.")
+@click.option(
+    "--time-scale",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Simulated runs: every wait is multiplied by this (figures are reported scaled back). "
+    "Default 0.05.",
+)
+@click.option("--concurrency", type=click.IntRange(1), help="Questions run at once.")
+@click.option("--seed", default=0, show_default=True, help="Seed of tool latencies and puzzles.")
+@click.option(
+    "--tool-latency",
+    default=0.6,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Median seconds of a simulated web look-up (log-normal).",
+)
+@click.option(
+    "--data",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The folder of the paper's datasets (default: ../shared/datasets/llmcompiler).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write report.md, runs.json, summary.json and PNG plots here.",
+)
+def bench(
+    workloads: tuple[str, ...],
+    model: str,
+    limit: int | None,
+    time_scale: float | None,
+    concurrency: int | None,
+    seed: int,
+    tool_latency: float,
+    data: Path | None,
+    out: Path | None,
+) -> None:
+    """Reproduce the paper's comparisons: ReAct, parallel function calling and dagcall on
+    ParallelQA, HotpotQA and Movie Recommendation, and Tree-of-Thoughts on Game of 24."""
+    from .bench import BenchConfig, find_datasets, run_bench
+    from .bench._bench import report_markdown, write_report
+    from .bench._simulate import PROFILES
+
+    kind, _, profile = model.partition(":")
+    chosen = list(workloads) or ["parallelqa", "hotpotqa", "movies", "game24"]
+    datasets = find_datasets(data)
+    if datasets is None and any(w != "game24" for w in chosen):
+        if workloads:
+            raise UsageError(
+                "the LLMCompiler datasets were not found: pass --data DIR (the folder holding "
+                "parallelqa_dataset.json) or set DAGCALL_DATASETS"
+            )
+        _stderr().print("datasets not found (--data DIR): running Game of 24 only")
+        chosen = ["game24"]
+    if kind == "simulated":
+        name = profile or "gpt-3.5"
+        if name not in PROFILES:
+            raise UsageError(f"unknown profile {name!r}; known: {', '.join(PROFILES)}")
+        config = BenchConfig(
+            workloads=chosen,
+            profile=PROFILES[name],
+            time_scale=time_scale or 0.05,
+            concurrency=concurrency or 16,
+            limit=limit,
+        )
+    else:
+        real = _model(model, _stderr())
+        config = BenchConfig(
+            workloads=chosen, model=real, concurrency=concurrency or 1, limit=limit or 5
+        )
+    config.seed = seed
+    config.tool_latency_median = tool_latency
+    config.datasets = datasets
+    err = _stderr()
+    done = [0]
+
+    def progress(record: object) -> None:
+        done[0] += 1
+        if done[0] % 200 == 0:
+            err.print(f"{done[0]} runs done", highlight=False)
+
+    outcome = asyncio.run(run_bench(config, progress=progress))
+    click.echo(report_markdown(outcome))
+    if out is not None:
+        for path in write_report(outcome, out):
+            err.print(f"wrote {path}", highlight=False)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (for tests and ``python -m dagcall``)."""
     args = list(sys.argv[1:] if argv is None else argv)

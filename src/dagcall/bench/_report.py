@@ -1,0 +1,170 @@
+"""The benchmark's report: a Markdown table, a JSON file of every run, and PNG plots."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ._runner import BenchRecord
+
+__all__ = ["PAPER", "Summary", "markdown_table", "plot_gantt", "plot_latency", "summarize"]
+
+#: The paper's figures versus ReAct (speedup, cost ratio), for the report's last column.
+PAPER: dict[str, str] = {
+    "hotpotqa": "1.80x faster, 3.37x cheaper (GPT-3.5)",
+    "movies": "3.74x faster, 6.73x cheaper (GPT-3.5)",
+    "parallelqa": "2.27x faster (LLaMA-2-70B), 2.15x faster (GPT-4), 4.65x cheaper (GPT-4)",
+    "game24": "2.89x faster than Tree-of-Thoughts (GPT-4)",
+}
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * q
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+@dataclass
+class Summary:
+    """One system on one workload."""
+
+    workload: str
+    system: str
+    questions: int
+    errors: int
+    accuracy: float
+    mean_latency: float
+    p50_latency: float
+    p95_latency: float
+    llm_calls: float
+    input_tokens: float
+    output_tokens: float
+    cost: float | None
+    speedup: float | None = None  # baseline's mean latency over this system's
+    cost_ratio: float | None = None  # baseline's mean cost over this system's
+    bound_ratio: float | None = None  # mean of latency / critical-path bound
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def summarize(
+    records: Sequence[BenchRecord], baselines: Mapping[str, str] | None = None
+) -> list[Summary]:
+    """Per workload and system; speedups and cost ratios against each workload's baseline
+    (ReAct, or the sequential Tree-of-Thoughts for Game of 24)."""
+    baselines = baselines or {}
+    groups: dict[tuple[str, str], list[BenchRecord]] = {}
+    for r in records:
+        groups.setdefault((r.workload, r.system), []).append(r)
+    out: list[Summary] = []
+    for (workload, system), rs in groups.items():
+        latencies = [r.latency for r in rs]
+        costs = [r.cost for r in rs]
+        bounds = [r.latency / r.bound for r in rs if r.bound and r.error is None]
+        out.append(
+            Summary(
+                workload=workload,
+                system=system,
+                questions=len(rs),
+                errors=sum(r.error is not None for r in rs),
+                accuracy=sum(r.correct for r in rs) / len(rs),
+                mean_latency=statistics.fmean(latencies),
+                p50_latency=_percentile(latencies, 0.5),
+                p95_latency=_percentile(latencies, 0.95),
+                llm_calls=statistics.fmean(r.llm_calls for r in rs),
+                input_tokens=statistics.fmean(r.input_tokens for r in rs),
+                output_tokens=statistics.fmean(r.output_tokens for r in rs),
+                cost=None
+                if any(c is None for c in costs)
+                else statistics.fmean(c for c in costs if c is not None),
+                bound_ratio=statistics.fmean(bounds) if bounds else None,
+            )
+        )
+    by_key = {(s.workload, s.system): s for s in out}
+    for s in out:
+        base = by_key.get((s.workload, baselines.get(s.workload, "react")))
+        if base is None:
+            continue
+        if s.mean_latency > 0:
+            s.speedup = base.mean_latency / s.mean_latency
+        if base.cost is not None and s.cost:
+            s.cost_ratio = base.cost / s.cost
+    return out
+
+
+def _fmt(value: float | None, spec: str, suffix: str = "") -> str:
+    return "–" if value is None else f"{value:{spec}}{suffix}"
+
+
+def markdown_table(summaries: Sequence[Summary]) -> str:
+    """The report table: one row per workload and system."""
+    head = (
+        "| workload | system | n | accuracy | mean s | p50 s | p95 s | LLM calls | in tokens "
+        "| out tokens | cost $ | speedup | cost ratio | over bound |\n"
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
+    )
+    rows = [
+        f"| {s.workload} | {s.system} | {s.questions}"
+        + (f" ({s.errors} err)" if s.errors else "")
+        + f" | {s.accuracy:.1%} | {s.mean_latency:.2f} | {s.p50_latency:.2f} "
+        f"| {s.p95_latency:.2f} | {s.llm_calls:.1f} | {s.input_tokens:,.0f} "
+        f"| {s.output_tokens:,.0f} | {_fmt(s.cost, '.5f')} | {_fmt(s.speedup, '.2f', 'x')} "
+        f"| {_fmt(s.cost_ratio, '.2f', 'x')} | {_fmt(s.bound_ratio, '.2f')} |"
+        for s in summaries
+    ]
+    return "\n".join([head, *rows])
+
+
+def plot_latency(summaries: Sequence[Summary], path: Path) -> None:
+    """Grouped bars: mean latency (with p50–p95 whiskers) per workload and system."""
+    from matplotlib.figure import Figure
+
+    workloads = list(dict.fromkeys(s.workload for s in summaries))
+    systems = list(dict.fromkeys(s.system for s in summaries))
+    by_key = {(s.workload, s.system): s for s in summaries}
+    fig = Figure(figsize=(2.2 + 2.2 * len(workloads), 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    width = 0.8 / max(len(systems), 1)
+    for i, system in enumerate(systems):
+        xs, means, lows, highs = [], [], [], []
+        for j, workload in enumerate(workloads):
+            s = by_key.get((workload, system))
+            if s is None:
+                continue
+            xs.append(j + (i - (len(systems) - 1) / 2) * width)
+            means.append(s.mean_latency)
+            lows.append(max(s.mean_latency - s.p50_latency, 0))
+            highs.append(max(s.p95_latency - s.mean_latency, 0))
+        ax.bar(xs, means, width, label=system, yerr=[lows, highs], capsize=3)
+    ax.set_xticks(range(len(workloads)), workloads)
+    ax.set_ylabel("latency per question, s (bar: mean; whiskers: p50 to p95)")
+    ax.legend()
+    ax.grid(axis="y", alpha=0.3)
+    fig.savefig(path, format="png", dpi=110)
+
+
+def plot_gantt(runs: Sequence[tuple[str, Mapping[str, Any]]], path: Path, *, scale: float) -> None:
+    """One question run by several systems, one panel each, on the same time axis."""
+    from matplotlib.figure import Figure
+
+    from .._plot import _bar_count, draw_timeline
+
+    heights = [max(_bar_count(run), 2) for _, run in runs]
+    fig = Figure(figsize=(11, 0.32 * sum(heights) + 1.2 * len(runs)), layout="constrained")
+    axes = fig.subplots(len(runs), 1, sharex=True, height_ratios=heights, squeeze=False)
+    for i, (ax, (label, run)) in enumerate(zip(axes[:, 0], runs, strict=True)):
+        seconds = run["wall_time"] / scale
+        draw_timeline(ax, run, title=f"{label}: {seconds:.2f} s", scale=scale, legend=i == 0)
+    fig.savefig(path, format="png", dpi=110)
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=1, default=str, ensure_ascii=False), encoding="utf-8")

@@ -1,0 +1,186 @@
+"""``dagcall bench``: run every workload with every system and measure them."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .._errors import DagcallError
+from .._pricing import price_of
+from .._result import RunResult
+from ..models import Model
+from ._bound import critical_path_bound
+from ._data import BenchDataError, BenchQuestion, load_workload
+from ._examples import EXAMPLES
+from ._reference import OracleResult, oracle
+from ._scoring import score
+from ._simulate import PROFILES, Profile, WebLatency
+from ._systems import SYSTEMS, Setup, build_runner
+
+__all__ = ["BenchConfig", "BenchRecord", "run_questions"]
+
+
+@dataclass
+class BenchConfig:
+    """What ``dagcall bench`` runs, and how."""
+
+    workloads: Sequence[str] = ("parallelqa", "hotpotqa", "movies", "game24")
+    systems: Sequence[str] = SYSTEMS
+    model: Model | None = None  # None: simulated
+    profile: Profile = PROFILES["gpt-3.5"]
+    time_scale: float = 0.05
+    concurrency: int = 16
+    limit: int | None = None
+    seed: int = 0
+    tool_latency_median: float = 0.6
+    datasets: Path | None = None
+    game24_puzzles: int = 20
+    examples: dict[str, dict[str, str]] = field(default_factory=lambda: dict(EXAMPLES))
+
+    @property
+    def simulated(self) -> bool:
+        return self.model is None
+
+    @property
+    def scale(self) -> float:
+        """The factor real waits were multiplied by (1 with a real model)."""
+        return self.time_scale if self.simulated else 1.0
+
+
+@dataclass
+class BenchRecord:
+    """One question run by one system.  Times are scaled back to the modelled time."""
+
+    workload: str
+    question_id: str
+    system: str
+    answer: str
+    gold: str
+    correct: bool
+    latency: float
+    llm_calls: int
+    input_tokens: int
+    output_tokens: int
+    cost: float | None
+    bound: float | None = None
+    error: str | None = None
+    run: dict[str, Any] | None = None
+
+    def to_dict(self, *, with_run: bool = True) -> dict[str, Any]:
+        data = dict(self.__dict__)
+        if not with_run:
+            data.pop("run")
+        return data
+
+
+def _cost(run: RunResult, config: BenchConfig) -> float | None:
+    if config.simulated:
+        return sum(config.profile.cost(c.input_tokens, c.output_tokens) for c in run.usage)
+    total = 0.0
+    for call in run.usage:
+        price = price_of(call.model)
+        if price is None:
+            return None
+        total += (call.input_tokens * price[0] + call.output_tokens * price[1]) / 1e6
+    return total
+
+
+def record_of(
+    workload: str,
+    qid: str,
+    system: str,
+    gold: str,
+    run: RunResult | None,
+    config: BenchConfig,
+    error: str | None = None,
+    correct: bool | None = None,
+) -> BenchRecord:
+    """A :class:`BenchRecord` from a finished (or failed, partial) run."""
+    if run is None:
+        return BenchRecord(workload, qid, system, "", gold, False, 0.0, 0, 0, 0, 0.0, error=error)
+    data = run.to_dict()
+    bound = critical_path_bound(data) if system == "dagcall" else None
+    scale = config.scale
+    return BenchRecord(
+        workload=workload,
+        question_id=qid,
+        system=system,
+        answer=run.answer,
+        gold=gold,
+        correct=score(run.answer, gold) if correct is None else correct,
+        latency=run.wall_time / scale,
+        llm_calls=len(run.usage),
+        input_tokens=sum(c.input_tokens for c in run.usage),
+        output_tokens=sum(c.output_tokens for c in run.usage),
+        cost=_cost(run, config),
+        bound=bound / scale if bound is not None else None,
+        error=error,
+        run=data,
+    )
+
+
+async def _guarded(
+    sem: asyncio.Semaphore,
+    make: Callable[[], Any],
+    describe: tuple[str, str, str, str],
+    config: BenchConfig,
+) -> BenchRecord:
+    workload, qid, system, gold = describe
+    async with sem:
+        try:
+            run = await make()
+        except DagcallError as exc:
+            return record_of(workload, qid, system, gold, exc.result, config, error=repr(exc))
+        return record_of(workload, qid, system, gold, run, config)
+
+
+async def run_questions(
+    questions: Sequence[BenchQuestion],
+    config: BenchConfig,
+    *,
+    progress: Callable[[BenchRecord], None] | None = None,
+) -> tuple[list[BenchRecord], list[OracleResult]]:
+    """Run each question with each system; returns the records and the oracle's results."""
+    oracles = await asyncio.gather(*(oracle(q) for q in questions))
+    answers = {o.question.key: o.answer for o in oracles}
+    setup = Setup(
+        model=config.model,
+        profile=config.profile if config.simulated else None,
+        time_scale=config.scale,
+        latency=WebLatency(median=config.tool_latency_median, seed=config.seed),
+    )
+    sem = asyncio.Semaphore(config.concurrency)
+    jobs = []
+    for q in questions:  # interleaved, so no system gets a quieter machine than another
+        for system in config.systems:
+            qsetup = Setup(**{**setup.__dict__, "examples": config.examples.get(q.workload)})
+            make = build_runner(system, q, qsetup, answers.get(q.key, ""))
+            jobs.append(_guarded(sem, make, (q.workload, q.id, system, q.gold), config))
+    records: list[BenchRecord] = []
+    for done in asyncio.as_completed(jobs):
+        record = await done
+        records.append(record)
+        if progress is not None:
+            progress(record)
+    order = {(q.workload, q.id): i for i, q in enumerate(questions)}
+    records.sort(key=lambda r: (order[(r.workload, r.question_id)], config.systems.index(r.system)))
+    return records, list(oracles)
+
+
+def select_questions(config: BenchConfig, workload: str) -> list[BenchQuestion]:
+    """The workload's questions, cut to ``config.limit``."""
+    if config.datasets is None:
+        raise BenchDataError(
+            "the LLMCompiler datasets were not found: pass --data DIR (the folder holding "
+            "parallelqa_dataset.json) or set DAGCALL_DATASETS"
+        )
+    questions = load_workload(workload, config.datasets)
+    return questions[: config.limit] if config.limit is not None else questions
+
+
+def elapsed(since: float) -> float:
+    return time.perf_counter() - since

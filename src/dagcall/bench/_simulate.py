@@ -1,0 +1,196 @@
+"""Latency models: a hosted LLM endpoint and a web API, for simulated benchmark runs.
+
+A :class:`SimulatedModel` replies with reference text (a plan, a ReAct step, an answer) but
+takes the time a hosted model would: its first token after ``base_latency + prompt tokens /
+prefill rate``, then the rest at the decode rate, streamed line by line and in small chunks so
+that dagcall's parser sees plan lines complete when they would.  Token counts are tiktoken's
+``cl100k_base`` counts of the prompts the systems really build.  All waits are real
+``asyncio.sleep`` calls multiplied by ``time_scale``, so the code under test runs for real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import inspect
+import math
+import random
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, get_type_hints
+
+from .._tokens import _encoding
+from .._tools import Tool
+from ..models import Message, Model, StopFilter, TokenUsage
+
+__all__ = ["PROFILES", "Profile", "SimulatedModel", "WebLatency", "with_latency"]
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How fast and how expensive a hosted model endpoint is."""
+
+    name: str
+    base_latency: float  # seconds from request to first token for an empty prompt
+    prefill_tokens_per_second: float
+    decode_tokens_per_second: float
+    input_price: float  # dollars per million tokens
+    output_price: float
+    source: str
+
+    def time_to_first_token(self, input_tokens: int) -> float:
+        return self.base_latency + input_tokens / self.prefill_tokens_per_second
+
+    def cost(self, input_tokens: int, output_tokens: int) -> float:
+        return (input_tokens * self.input_price + output_tokens * self.output_price) / 1e6
+
+
+#: Endpoint profiles of the paper's era (late 2023).  Latencies are typical public figures, not
+#: measurements of ours: streaming time-to-first-token and output speed as reported by the
+#: LLMPerf leaderboard (Anyscale, Nov. 2023) and Artificial Analysis (2024) for these models,
+#: rounded; prices are the providers' list prices at the time.
+PROFILES: dict[str, Profile] = {
+    "gpt-3.5": Profile(
+        "gpt-3.5",
+        base_latency=0.40,
+        prefill_tokens_per_second=8000,
+        decode_tokens_per_second=70,
+        input_price=1.00,
+        output_price=2.00,
+        source="gpt-3.5-turbo-1106: ~0.4-0.6 s to first token, ~60-80 tokens/s; "
+        "$1 / $2 per million input / output tokens (OpenAI, Nov. 2023)",
+    ),
+    "gpt-4": Profile(
+        "gpt-4",
+        base_latency=0.70,
+        prefill_tokens_per_second=4000,
+        decode_tokens_per_second=25,
+        input_price=30.00,
+        output_price=60.00,
+        source="gpt-4-0613: ~0.7-1 s to first token, ~20-30 tokens/s; "
+        "$30 / $60 per million tokens (OpenAI, 2023)",
+    ),
+    "llama-2-70b": Profile(
+        "llama-2-70b",
+        base_latency=0.25,
+        prefill_tokens_per_second=3000,
+        decode_tokens_per_second=30,
+        input_price=1.00,
+        output_price=1.00,
+        source="LLaMA-2-70B-chat served by vLLM on 8 A100s (the paper's setup): ~0.2-0.4 s to "
+        "first token, ~25-35 tokens/s per stream; $1 / $1 per million (Anyscale Endpoints, 2023)",
+    ),
+}
+
+Responder = Callable[[list[Message]], str | Awaitable[str]]
+
+
+@lru_cache(maxsize=4096)
+def count_tokens(text: str) -> int:
+    """tiktoken's ``cl100k_base`` count (cached: system prompts repeat on every call)."""
+    return len(_encoding().encode(text, disallowed_special=()))
+
+
+def _chunks(text: str, max_tokens: int = 8) -> list[tuple[str, int]]:
+    """``text`` cut at line ends and every ``max_tokens`` tokens: (piece, tokens in it)."""
+    encoding = _encoding()
+    out: list[tuple[str, int]] = []
+    for line in text.splitlines(keepends=True):
+        tokens = encoding.encode(line, disallowed_special=())
+        for i in range(0, len(tokens), max_tokens):
+            part = tokens[i : i + max_tokens]
+            out.append((encoding.decode(part), len(part)))
+    return out
+
+
+class SimulatedModel(Model):
+    """A model whose words come from ``reply(messages)`` and whose timing from a profile."""
+
+    supports_grammar = False
+
+    def __init__(
+        self, reply: Responder, profile: Profile, *, time_scale: float = 1.0, name: str = ""
+    ) -> None:
+        if time_scale <= 0:
+            raise ValueError("time_scale must be positive")
+        self.reply = reply
+        self.profile = profile
+        self.time_scale = time_scale
+        self.name = name or f"simulated:{profile.name}"
+
+    async def stream(
+        self,
+        messages: Sequence[Message],
+        *,
+        stop: Sequence[str] = (),
+        max_tokens: int | None = None,
+        grammar: str | None = None,
+    ) -> AsyncGenerator[str | TokenUsage, None]:
+        msgs = list(messages)
+        start = time.perf_counter()
+        text = self.reply(msgs)
+        if inspect.isawaitable(text):
+            text = await text
+        if not isinstance(text, str):
+            raise TypeError(f"a simulated model's reply must be text, not {type(text).__name__}")
+        input_tokens = sum(count_tokens(m.content) + 4 for m in msgs)  # + chat framing
+        due = self.profile.time_to_first_token(input_tokens)
+        rate = self.profile.decode_tokens_per_second
+        stopper = StopFilter(stop)
+        sent = 0
+        emitted = 0
+        for piece, n in _chunks(text):
+            if max_tokens is not None and sent + n > max_tokens:
+                break
+            # the chunk's first token arrives at `due`, its last n-1 tokens later
+            wait = start + (due + (sent + n - 1) / rate) * self.time_scale - time.perf_counter()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            sent += n
+            out = stopper.feed(piece)
+            if out:
+                emitted += 1
+                yield out
+            if stopper.stopped:
+                break
+        tail = stopper.flush()
+        if tail:
+            yield tail
+        yield TokenUsage(input_tokens=input_tokens, output_tokens=sent, estimated=False)
+
+
+@dataclass(frozen=True)
+class WebLatency:
+    """A web API's latency: log-normal around ``median`` seconds, seeded per call, so the same
+    call takes the same time in every system that makes it."""
+
+    median: float = 0.6
+    sigma: float = 0.35
+    seed: int = 0
+
+    def of(self, *key: Any) -> float:
+        digest = hashlib.sha256(repr((self.seed, *key)).encode()).digest()
+        rng = random.Random(int.from_bytes(digest[:8], "big"))  # noqa: S311 - not a secret
+        return self.median * math.exp(rng.gauss(0.0, self.sigma))
+
+
+def with_latency(tool: Tool, latency: WebLatency, *, key: str, time_scale: float = 1.0) -> Tool:
+    """``tool`` behind a simulated network: each call first waits ``latency.of(key, args)``
+    (scaled), then runs the tool."""
+
+    async def call(**kwargs: Any) -> Any:
+        await asyncio.sleep(latency.of(key, tool.name, sorted(kwargs.items())) * time_scale)
+        return await tool.invoke(kwargs)
+
+    call.__signature__ = tool.signature  # type: ignore[attr-defined]
+    call.__annotations__ = get_type_hints(tool.function, include_extras=True)  # resolved here
+    return Tool(
+        call,
+        name=tool.name,
+        description=tool.description,
+        timeout=tool.timeout,
+        max_concurrency=tool.max_concurrency,
+        side_effects=tool.side_effects,
+    )
