@@ -124,30 +124,33 @@ def markdown_table(summaries: Sequence[Summary]) -> str:
 
 
 def plot_latency(summaries: Sequence[Summary], path: Path) -> None:
-    """Grouped bars: mean latency (with p50–p95 whiskers) per workload and system."""
+    """One panel per workload: each system's mean latency, whiskers from p50 to p95, and its
+    speedup over the baseline written on the bar."""
     from matplotlib.figure import Figure
 
     workloads = list(dict.fromkeys(s.workload for s in summaries))
-    systems = list(dict.fromkeys(s.system for s in summaries))
-    by_key = {(s.workload, s.system): s for s in summaries}
-    fig = Figure(figsize=(2.2 + 2.2 * len(workloads), 4.2), layout="constrained")
-    ax = fig.add_subplot()
-    width = 0.8 / max(len(systems), 1)
-    for i, system in enumerate(systems):
-        xs, means, lows, highs = [], [], [], []
-        for j, workload in enumerate(workloads):
-            s = by_key.get((workload, system))
-            if s is None:
-                continue
-            xs.append(j + (i - (len(systems) - 1) / 2) * width)
-            means.append(s.mean_latency)
-            lows.append(max(s.mean_latency - s.p50_latency, 0))
-            highs.append(max(s.p95_latency - s.mean_latency, 0))
-        ax.bar(xs, means, width, label=system, yerr=[lows, highs], capsize=3)
-    ax.set_xticks(range(len(workloads)), workloads)
-    ax.set_ylabel("latency per question, s (bar: mean; whiskers: p50 to p95)")
-    ax.legend()
-    ax.grid(axis="y", alpha=0.3)
+    fig = Figure(figsize=(3.0 * max(len(workloads), 1) + 0.6, 4.0), layout="constrained")
+    axes = fig.subplots(1, max(len(workloads), 1), squeeze=False)[0]
+    colours = {"react": "#1f77b4", "tot": "#1f77b4", "parallel-fc": "#ff7f0e", "dagcall": "#2ca02c"}
+    for ax, workload in zip(axes, workloads, strict=False):
+        rows = [s for s in summaries if s.workload == workload]
+        xs = range(len(rows))
+        means = [s.mean_latency for s in rows]
+        low = [max(s.mean_latency - s.p50_latency, 0) for s in rows]
+        high = [max(s.p95_latency - s.mean_latency, 0) for s in rows]
+        bars = ax.bar(
+            xs,
+            means,
+            yerr=[low, high],
+            capsize=3,
+            color=[colours.get(s.system, "#7f7f7f") for s in rows],
+        )
+        labels = [f"{s.speedup:.2f}x" if s.speedup else "" for s in rows]
+        ax.bar_label(bars, labels, label_type="center", color="white", fontsize="small")
+        ax.set_xticks(list(xs), [s.system for s in rows], rotation=20)
+        ax.set_title(workload)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].set_ylabel("seconds per question (mean; p50 to p95)")
     fig.savefig(path, format="png", dpi=110)
 
 
