@@ -60,10 +60,12 @@ class Stream:
     - ``end_after=K``: end the body cleanly after K chunks, without the closing events.
     - ``stall_after=K``: after K chunks send nothing for ``stall`` seconds, then go on.
 
-    ``delay`` seconds pass between text chunks.
+    ``delay`` seconds pass between text chunks.  ``tool_calls`` are ``(name, arguments JSON)``
+    native tool calls sent after the text (fakes that support them: the OpenAI one).
     """
 
     chunks: Sequence[str] = ()
+    tool_calls: Sequence[tuple[str, str]] = ()
     usage: tuple[int, int] | None = None
     delay: float = 0.0
     cut_after: int | None = None

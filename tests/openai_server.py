@@ -92,7 +92,16 @@ class FakeOpenAIServer(FakeHTTPServer):
         out.event(_chunk(model, {"role": "assistant", "content": ""}))
         for text in out.text_chunks(stream):
             out.event(_chunk(model, {"content": text}))
-        out.event(_chunk(model, {}, finish_reason="stop"))
+        for index, (name, arguments) in enumerate(stream.tool_calls):
+            # as OpenAI streams them: id and name first, the arguments in pieces after
+            head = {"index": index, "id": f"call_{index}", "type": "function"}
+            head["function"] = {"name": name, "arguments": ""}
+            out.event(_chunk(model, {"tool_calls": [head]}))
+            for start in range(0, len(arguments), 7):
+                piece = {"index": index, "function": {"arguments": arguments[start : start + 7]}}
+                out.event(_chunk(model, {"tool_calls": [piece]}))
+        finish = "tool_calls" if stream.tool_calls else "stop"
+        out.event(_chunk(model, {}, finish_reason=finish))
         if stream.usage is not None and want_usage:
             prompt, completion = stream.usage
             usage_chunk = _chunk(model, None)

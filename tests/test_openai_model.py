@@ -413,7 +413,9 @@ async def test_client_and_base_url_together_is_a_usage_error() -> None:
 async def test_unknown_message_role_is_a_usage_error(openai_server: FakeOpenAIServer) -> None:
     model = make_model(openai_server)
     with pytest.raises(UsageError, match="role"):
-        await collect(model, messages=[Message("tool", "x")])  # type: ignore[arg-type]
+        await collect(model, messages=[Message("robot", "x")])  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match="tool_call_id"):
+        await collect(model, messages=[Message("tool", "x")])
     assert openai_server.requests == []
 
 

@@ -24,7 +24,7 @@ from .._result import LLMCall, Round, RunResult
 from .._scheduler import Scheduler
 from .._tokens import estimate_tokens
 from .._tools import Approver, Tool
-from ..models import Message, Model, complete, resolve_model
+from ..models import Completion, Message, Model, complete, complete_with_tools, resolve_model
 
 __all__ = ["ParallelFunctionCallingAgent", "parse_tool_reply"]
 
@@ -48,8 +48,11 @@ def parse_tool_reply(text: str) -> dict[str, Any] | None:
 class ParallelFunctionCallingAgent:
     """Answers a question in turns of concurrent tool calls (native parallel function calling).
 
-    ``max_turns`` bounds the model calls; a turn that asks for no valid call and gives no answer
-    is told so once per turn.  Tools, timeouts and approvals behave as in
+    With a model that has native tool calls (``supports_tools``: OpenAI-compatible models) the
+    calls go through the provider's ``tools`` / ``parallel_tool_calls`` API and the results
+    back as ``tool`` messages; other models write the calls as JSON in text (``native=False``
+    forces that).  ``max_turns`` bounds the model calls; a turn that asks for no valid call and
+    gives no answer is told so once per turn.  Tools, timeouts and approvals behave as in
     :class:`~dagcall.Compiler`, and the result is the same :class:`~dagcall.RunResult`.
     """
 
@@ -62,6 +65,7 @@ class ParallelFunctionCallingAgent:
         tool_timeout: float | None = 60.0,
         approve: Approver | None = None,
         examples: str = "",
+        native: bool | None = None,
     ) -> None:
         if max_turns < 1:
             raise UsageError("max_turns must be at least 1")
@@ -70,13 +74,23 @@ class ParallelFunctionCallingAgent:
         self.max_turns = max_turns
         self.tool_timeout = tool_timeout
         self.approve = approve
-        listing = "\n\n".join(
-            f"{t.name}: {t.description}\n"
-            f"arguments: {json.dumps(t.json_schema.get('properties', {}))}"
+        self.native = self.model.supports_tools if native is None else native
+        if self.native and not self.model.supports_tools:
+            raise UsageError(f"{self.model.name} has no native tool calls; leave native unset")
+        self.specs = [
+            {"name": t.name, "description": t.description, "parameters": t.json_schema}
             for t in self.tools.values()
-        )
+        ]
         extra = "\n" + examples.strip() + "\n" if examples.strip() else ""
-        self.system = render(template("parallel_system.md"), tools=listing, examples=extra)
+        if self.native:
+            self.system = render(template("parallel_native_system.md"), examples=extra)
+        else:
+            listing = "\n\n".join(
+                f"{t.name}: {t.description}\n"
+                f"arguments: {json.dumps(t.json_schema.get('properties', {}))}"
+                for t in self.tools.values()
+            )
+            self.system = render(template("parallel_system.md"), tools=listing, examples=extra)
 
     def run(self, question: str) -> RunResult:
         """Synchronous :meth:`arun`."""
@@ -100,57 +114,56 @@ class ParallelFunctionCallingAgent:
                 rnd = Round(index=turn)
                 result.rounds.append(rnd)
                 started = time.perf_counter() - t0
-                completion = await complete(self.model, messages)
-                usage = completion.usage
-                result.usage.append(
-                    LLMCall(
-                        role="planner",
-                        model=self.model.name,
-                        round=turn,
-                        input_tokens=usage.input_tokens
-                        if usage
-                        else estimate_tokens(m.content for m in messages),
-                        output_tokens=usage.output_tokens
-                        if usage
-                        else estimate_tokens(completion.text),
-                        started_at=started,
-                        ended_at=time.perf_counter() - t0,
-                        time_to_first_token=completion.time_to_first_token,
-                        estimated=usage is None or usage.estimated,
-                    )
-                )
+                if self.native:
+                    completion = await complete_with_tools(self.model, messages, self.specs)
+                else:
+                    completion = await complete(self.model, messages)
+                result.usage.append(self._llm_call(completion, messages, turn, started, t0))
                 text = completion.text.strip()
                 rnd.plan = text
-                messages.append(Message("assistant", text))
-                reply = parse_tool_reply(text)
-                if reply is None and "{" not in text and text:
-                    reply = {"answer": text}  # a plain-text answer
-                if reply is not None and "answer" in reply and not reply.get("tool_calls"):
-                    result.answer = str(reply["answer"]).strip()
-                    result.stop_reason = "finish"
-                    rnd.decision, rnd.answer = "finish", result.answer
-                    return result
-                calls = reply.get("tool_calls") if reply is not None else None
-                if not isinstance(calls, list) or not calls:
-                    messages.append(
-                        Message(
-                            "user",
-                            'Reply with JSON only: {"tool_calls": [...]} or {"answer": "..."}.',
+                if self.native:
+                    messages.append(Message("assistant", text, tool_calls=completion.tool_calls))
+                    calls: Any = [
+                        {"name": c.name, "arguments": c.arguments, "id": c.id}
+                        for c in completion.tool_calls
+                    ]
+                    if not calls:
+                        return self._finish(result, rnd, text)
+                else:
+                    messages.append(Message("assistant", text))
+                    reply = parse_tool_reply(text)
+                    if reply is None and "{" not in text and text:
+                        reply = {"answer": text}  # a plain-text answer
+                    if reply is not None and "answer" in reply and not reply.get("tool_calls"):
+                        return self._finish(result, rnd, str(reply["answer"]))
+                    calls = reply.get("tool_calls") if reply is not None else None
+                    if not isinstance(calls, list) or not calls:
+                        messages.append(
+                            Message(
+                                "user",
+                                'Reply with JSON only: {"tool_calls": [...]} or {"answer": "..."}.',
+                            )
                         )
-                    )
-                    continue
+                        continue
                 first = next_id
                 for call in calls:
                     self._submit(scheduler, rnd, next_id, turn, call)
                     next_id += 1
                 await scheduler.wait_idle()
                 rnd.decision = "replan"
-                results = "\n".join(
-                    observation_element(scheduler.records[i])
-                    for i in range(first, next_id)
-                    if i in scheduler.records
-                )
-                messages.append(Message("user", f"Tool results:\n{results}"))
+                done = [scheduler.records.get(first + k) for k in range(len(calls))]
+                if self.native:  # every call gets its answer, also one that could not run
+                    messages += [
+                        Message(
+                            "tool",
+                            record.observation if record else "(not run)",
+                            tool_call_id=str(call.get("id")),
+                        )
+                        for record, call in zip(done, calls, strict=True)
+                    ]
+                else:
+                    results = "\n".join(observation_element(r) for r in done if r is not None)
+                    messages.append(Message("user", f"Tool results:\n{results}"))
             result.stop_reason = "max_turns"
             return result
         except DagcallError as exc:
@@ -160,6 +173,37 @@ class ParallelFunctionCallingAgent:
             await scheduler.cancel_all()
             result.tasks = [scheduler.records[i] for i in sorted(scheduler.records)]
             result.wall_time = time.perf_counter() - t0
+
+    @staticmethod
+    def _finish(result: RunResult, rnd: Round, answer: str) -> RunResult:
+        result.answer = answer.strip()
+        result.stop_reason = "finish"
+        rnd.decision, rnd.answer = "finish", result.answer
+        return result
+
+    def _llm_call(
+        self,
+        completion: Completion,
+        messages: list[Message],
+        turn: int,
+        started: float,
+        t0: float,
+    ) -> LLMCall:
+        usage = completion.usage
+        written = completion.text + "".join(c.name + c.arguments for c in completion.tool_calls)
+        return LLMCall(
+            role="planner",
+            model=self.model.name,
+            round=turn,
+            input_tokens=usage.input_tokens
+            if usage
+            else estimate_tokens(m.content for m in messages),
+            output_tokens=usage.output_tokens if usage else estimate_tokens(written),
+            started_at=started,
+            ended_at=time.perf_counter() - t0,
+            time_to_first_token=completion.time_to_first_token,
+            estimated=usage is None or usage.estimated,
+        )
 
     def _submit(self, scheduler: Scheduler, rnd: Round, task_id: int, turn: int, call: Any) -> None:
         name = call.get("name") if isinstance(call, dict) else None

@@ -6,7 +6,16 @@ import os
 from typing import TYPE_CHECKING
 
 from .._errors import UsageError
-from ._base import Completion, Message, Model, StopFilter, TokenUsage, complete
+from ._base import (
+    Completion,
+    Message,
+    Model,
+    StopFilter,
+    TokenUsage,
+    ToolCall,
+    complete,
+    complete_with_tools,
+)
 from ._scripted import ScriptedCall, ScriptedModel
 
 if TYPE_CHECKING:
@@ -25,7 +34,9 @@ __all__ = [
     "ScriptedModel",
     "StopFilter",
     "TokenUsage",
+    "ToolCall",
     "complete",
+    "complete_with_tools",
     "default_model_spec",
     "resolve_model",
 ]

@@ -4,21 +4,47 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-__all__ = ["Completion", "Message", "Model", "StopFilter", "TokenUsage", "complete"]
+from .._errors import UsageError
 
-Role = Literal["system", "user", "assistant"]
+__all__ = [
+    "Completion",
+    "Message",
+    "Model",
+    "StopFilter",
+    "TokenUsage",
+    "ToolCall",
+    "complete",
+    "complete_with_tools",
+]
+
+Role = Literal["system", "user", "assistant", "tool"]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A native tool call a model asked for: ``arguments`` is the JSON text it wrote."""
+
+    id: str
+    name: str
+    arguments: str
 
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    """One chat message sent to a model."""
+    """One chat message sent to a model.
+
+    With native tool calling, an assistant message may carry the ``tool_calls`` it made, and
+    each result goes back as a ``"tool"`` message naming its call in ``tool_call_id``.
+    """
 
     role: Role
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +75,8 @@ class Model(ABC):
     name: str = "model"
     #: Whether the model can constrain its output to a GBNF grammar.
     supports_grammar: bool = False
+    #: Whether the model implements :meth:`stream_tools` (native function calling).
+    supports_tools: bool = False
 
     @abstractmethod
     def stream(
@@ -60,6 +88,19 @@ class Model(ABC):
         grammar: str | None = None,
     ) -> AsyncGenerator[str | TokenUsage, None]:
         """Stream the reply to ``messages`` as text deltas, then optionally a TokenUsage."""
+
+    def stream_tools(
+        self,
+        messages: Sequence[Message],
+        tools: Sequence[Mapping[str, Any]],
+        *,
+        max_tokens: int | None = None,
+    ) -> AsyncGenerator[str | ToolCall | TokenUsage, None]:
+        """Stream a reply that may call ``tools`` natively (each ``{"name", "description",
+        "parameters"}``, parameters a JSON Schema): text deltas, then every :class:`ToolCall`
+        the model made (several at once where it calls in parallel), then optionally a
+        TokenUsage.  Only models whose ``supports_tools`` is true implement it."""
+        raise UsageError(f"{self.name} has no native tool calls; use a JSON format in text")
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
@@ -73,6 +114,7 @@ class Completion:
     usage: TokenUsage | None
     latency: float
     time_to_first_token: float | None
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 async def complete(
@@ -136,3 +178,31 @@ class StopFilter:
         """The held-back tail, at the end of the stream (it was not a stop sequence)."""
         held, self._held = self._held, ""
         return "" if self.stopped else held
+
+
+async def complete_with_tools(
+    model: Model,
+    messages: Sequence[Message],
+    tools: Sequence[Mapping[str, Any]],
+    *,
+    max_tokens: int | None = None,
+) -> Completion:
+    """Run ``model.stream_tools`` to the end: the text, the tool calls, usage and timing."""
+    start = time.perf_counter()
+    first: float | None = None
+    parts: list[str] = []
+    calls: list[ToolCall] = []
+    usage: TokenUsage | None = None
+    async for event in model.stream_tools(messages, tools, max_tokens=max_tokens):
+        if isinstance(event, TokenUsage):
+            usage = event
+            continue
+        if first is None and event:
+            first = time.perf_counter() - start
+        if isinstance(event, ToolCall):
+            calls.append(event)
+        elif event:
+            parts.append(event)
+    return Completion(
+        "".join(parts), usage, time.perf_counter() - start, first, tool_calls=tuple(calls)
+    )

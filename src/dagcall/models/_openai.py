@@ -7,12 +7,16 @@ import functools
 import os
 import ssl
 from collections.abc import AsyncGenerator, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import httpx2
 import openai
 from openai import AsyncOpenAI, AsyncStream, omit
-from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
+from openai.types.chat import (
+    ChatCompletionChunk,
+    ChatCompletionMessageParam,
+    ChatCompletionToolParam,
+)
 
 from .._errors import (
     ModelConnectionError,
@@ -22,7 +26,7 @@ from .._errors import (
     UsageError,
 )
 from .._tokens import estimate_tokens
-from ._base import Message, Model, StopFilter, TokenUsage
+from ._base import Message, Model, StopFilter, TokenUsage, ToolCall
 from ._http import check_base_url, plural, redact_url, scrub
 
 __all__ = ["OpenAIModel"]
@@ -48,10 +52,48 @@ def _to_openai(message: Message) -> ChatCompletionMessageParam:
     if message.role == "system":
         return {"role": "system", "content": message.content}
     if message.role == "assistant":
+        if message.tool_calls:
+            return {
+                "role": "assistant",
+                "content": message.content or None,
+                "tool_calls": [
+                    {
+                        "id": call.id,
+                        "type": "function",
+                        "function": {"name": call.name, "arguments": call.arguments},
+                    }
+                    for call in message.tool_calls
+                ],
+            }
         return {"role": "assistant", "content": message.content}
     if message.role == "user":
         return {"role": "user", "content": message.content}
-    raise UsageError(f"message role must be 'system', 'user' or 'assistant', not {message.role!r}")
+    if message.role == "tool":
+        if not message.tool_call_id:
+            raise UsageError("a tool message needs the tool_call_id of the call it answers")
+        return {"role": "tool", "tool_call_id": message.tool_call_id, "content": message.content}
+    raise UsageError(
+        f"message role must be 'system', 'user', 'assistant' or 'tool', not {message.role!r}"
+    )
+
+
+def _chunk_tool_calls(chunk: object, calls: dict[int, dict[str, str]]) -> None:
+    """Add the first choice's tool-call deltas to ``calls`` (by index: id, name, arguments)."""
+    for choice in getattr(chunk, "choices", None) or ():
+        if getattr(choice, "index", 0) not in (0, None):
+            continue
+        for delta in getattr(getattr(choice, "delta", None), "tool_calls", None) or ():
+            index = getattr(delta, "index", None)
+            slot = calls.setdefault(index if isinstance(index, int) else len(calls), {})
+            if getattr(delta, "id", None):
+                slot["id"] = str(delta.id)
+            function = getattr(delta, "function", None)
+            name = getattr(function, "name", None)
+            arguments = getattr(function, "arguments", None)
+            if name:
+                slot["name"] = slot.get("name", "") + str(name)
+            if arguments:
+                slot["arguments"] = slot.get("arguments", "") + str(arguments)
 
 
 def _chunk_text(chunk: object) -> str:
@@ -152,6 +194,8 @@ class OpenAIModel(Model):
         self.name = f"openai:{model}" + (f"@{redact_url(shown)}" if shown else "")
 
     # -- the Model interface --------------------------------------------------------------------
+    supports_tools = True
+
     async def stream(
         self,
         messages: Sequence[Message],
@@ -160,7 +204,44 @@ class OpenAIModel(Model):
         max_tokens: int | None = None,
         grammar: str | None = None,
     ) -> AsyncGenerator[str | TokenUsage, None]:
+        async with contextlib.aclosing(self._stream(messages, stop, max_tokens, None)) as events:
+            async for event in events:
+                if not isinstance(event, ToolCall):
+                    yield event
+
+    async def stream_tools(
+        self,
+        messages: Sequence[Message],
+        tools: Sequence[Mapping[str, Any]],
+        *,
+        max_tokens: int | None = None,
+    ) -> AsyncGenerator[str | ToolCall | TokenUsage, None]:
+        """Native function calling (``tools`` with ``parallel_tool_calls``): the text, then
+        the calls the model made, assembled from their streamed deltas."""
+        specs = [
+            {
+                "type": "function",
+                "function": {
+                    "name": str(t["name"]),
+                    "description": str(t.get("description", "")),
+                    "parameters": dict(t.get("parameters") or {"type": "object"}),
+                },
+            }
+            for t in tools
+        ]
+        async with contextlib.aclosing(self._stream(messages, (), max_tokens, specs)) as events:
+            async for event in events:
+                yield event
+
+    async def _stream(
+        self,
+        messages: Sequence[Message],
+        stop: Sequence[str],
+        max_tokens: int | None,
+        tools: list[dict[str, Any]] | None,
+    ) -> AsyncGenerator[str | ToolCall | TokenUsage, None]:
         msgs = list(messages)
+        calls: dict[int, dict[str, str]] = {}
         payload = [_to_openai(m) for m in msgs]
         stops = [s for s in stop if s]
         if max_tokens is not None and max_tokens < 1:
@@ -172,12 +253,13 @@ class OpenAIModel(Model):
 
         client = self._client if self._client is not None else self._new_client()
         try:
-            chunks = await self._open(client, payload, stops, max_tokens)
+            chunks = await self._open(client, payload, stops, max_tokens, tools)
             try:
                 while True:
                     try:
                         chunk = await chunks.__anext__()
                         text = _chunk_text(chunk)
+                        _chunk_tool_calls(chunk, calls)
                         usage = _chunk_usage(chunk) or usage
                         finished = finished or any(c.finish_reason for c in chunk.choices or ())
                     except StopAsyncIteration:
@@ -211,10 +293,22 @@ class OpenAIModel(Model):
         tail = stopper.flush()
         if tail:
             yield tail
+        made: list[ToolCall] = []
+        for index in sorted(calls):
+            call = calls[index]
+            if not call.get("name"):
+                raise ModelStreamError(
+                    f"{self.name}: the stream sent a tool call without a name", model=self.name
+                )
+            made.append(
+                ToolCall(call.get("id") or f"call_{index}", call["name"], call.get("arguments", ""))
+            )
+            yield made[-1]
         if usage is None:
+            written = "".join(received) + "".join(c.name + c.arguments for c in made)
             usage = TokenUsage(
                 input_tokens=estimate_tokens(m.content for m in msgs),
-                output_tokens=estimate_tokens("".join(received)),
+                output_tokens=estimate_tokens(written),
                 estimated=True,
             )
         yield usage
@@ -242,6 +336,7 @@ class OpenAIModel(Model):
         payload: list[ChatCompletionMessageParam],
         stops: list[str],
         max_tokens: int | None,
+        tools: list[dict[str, Any]] | None = None,
     ) -> AsyncStream[ChatCompletionChunk]:
         """Send the request (the SDK retries it) and return the chunk stream."""
         # OpenAI's own API wants max_completion_tokens (reasoning models reject max_tokens);
@@ -257,6 +352,8 @@ class OpenAIModel(Model):
                 max_completion_tokens=omit if max_tokens is None or not official else max_tokens,
                 temperature=omit if self.temperature is None else self.temperature,
                 stream_options={"include_usage": True} if self.stream_usage else omit,
+                tools=cast("list[ChatCompletionToolParam]", tools) if tools else omit,
+                parallel_tool_calls=True if tools else omit,
                 extra_body=self.extra_body,
             )
         except openai.APIStatusError as exc:
