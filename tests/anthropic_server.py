@@ -192,10 +192,21 @@ class FakeAnthropicServer(FakeHTTPServer):
                 break
 
         out.event({"type": "content_block_stop", "index": 0}, "content_block_stop")
+        for index, (name, arguments) in enumerate(stream.tool_calls, 1):
+            # as the API streams tool use: the block with empty input, then JSON in pieces
+            use = {"type": "tool_use", "id": f"toolu_{index}", "name": name, "input": {}}
+            start = {"type": "content_block_start", "index": index, "content_block": use}
+            out.event(start, "content_block_start")
+            for at in range(0, len(arguments), 7):
+                piece = {"type": "input_json_delta", "partial_json": arguments[at : at + 7]}
+                delta_event = {"type": "content_block_delta", "index": index, "delta": piece}
+                out.event(delta_event, "content_block_delta")
+            out.event({"type": "content_block_stop", "index": index}, "content_block_stop")
+        reason = "end_turn" if matched is None else "stop_sequence"
         end = {
             "type": "message_delta",
             "delta": {
-                "stop_reason": "end_turn" if matched is None else "stop_sequence",
+                "stop_reason": "tool_use" if stream.tool_calls else reason,
                 "stop_sequence": matched,
             },
             "usage": {"output_tokens": output_tokens},

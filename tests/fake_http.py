@@ -61,7 +61,7 @@ class Stream:
     - ``stall_after=K``: after K chunks send nothing for ``stall`` seconds, then go on.
 
     ``delay`` seconds pass between text chunks.  ``tool_calls`` are ``(name, arguments JSON)``
-    native tool calls sent after the text (fakes that support them: the OpenAI one).
+    native tool calls sent after the text (OpenAI deltas, Anthropic tool_use blocks).
     """
 
     chunks: Sequence[str] = ()

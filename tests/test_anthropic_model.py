@@ -523,7 +523,9 @@ async def test_bad_calls_are_usage_errors_before_any_request(
 ) -> None:
     model = make_model(anthropic_server)
     with pytest.raises(UsageError, match="role"):
-        await collect(model, messages=[Message("tool", "x")])  # type: ignore[arg-type]
+        await collect(model, messages=[Message("robot", "x")])  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match="tool_call_id"):
+        await collect(model, messages=[Message("tool", "x")])
     with pytest.raises(UsageError, match="max_tokens"):
         await collect(model, max_tokens=0)
     assert anthropic_server.requests == []

@@ -6,9 +6,17 @@ import asyncio
 
 import pytest
 
+from anthropic_server import FakeAnthropicServer, MessageStream
 from dagcall import UsageError, tool
 from dagcall.baselines import ParallelFunctionCallingAgent
-from dagcall.models import Message, OpenAIModel, ScriptedModel, ToolCall, complete_with_tools
+from dagcall.models import (
+    AnthropicModel,
+    Message,
+    OpenAIModel,
+    ScriptedModel,
+    ToolCall,
+    complete_with_tools,
+)
 from openai_server import FakeOpenAIServer, Stream
 
 SPECS = [{"name": "look", "description": "Look up.", "parameters": {"type": "object"}}]
@@ -93,3 +101,60 @@ def test_models_without_native_calls_use_the_json_format() -> None:
     assert '{"tool_calls"' in agent.system
     with pytest.raises(UsageError, match="no native tool calls"):
         ParallelFunctionCallingAgent(ScriptedModel([]), [look], native=True)
+
+
+# -- Anthropic -------------------------------------------------------------------------------
+def _claude(server: FakeAnthropicServer) -> AnthropicModel:
+    return AnthropicModel("claude-fake", base_url=server.base_url, max_retries=0, timeout=5.0)
+
+
+async def test_anthropic_tool_use_blocks_become_calls(
+    anthropic_server: FakeAnthropicServer,
+) -> None:
+    anthropic_server.script(
+        MessageStream(["Both."], tool_calls=[("look", '{"query": "a"}'), ("look", "")])
+    )
+    completion = await complete_with_tools(
+        _claude(anthropic_server), [Message("user", "q")], SPECS, max_tokens=50
+    )
+    assert completion.text == "Both."
+    assert completion.tool_calls == (
+        ToolCall("toolu_1", "look", '{"query": "a"}'),
+        ToolCall("toolu_2", "look", "{}"),
+    )
+    body = anthropic_server.requests[0].body
+    assert body["tools"] == [
+        {"name": "look", "description": "Look up.", "input_schema": {"type": "object"}}
+    ]
+
+
+async def test_agent_on_anthropic_sends_tool_use_and_results(
+    anthropic_server: FakeAnthropicServer,
+) -> None:
+    anthropic_server.script(
+        MessageStream(
+            ["Looking."], tool_calls=[("look", '{"query": "a"}'), ("look", '{"query": "b"}')]
+        ),
+        MessageStream(["14 m"]),
+    )
+    agent = ParallelFunctionCallingAgent(_claude(anthropic_server), [look])
+    assert agent.native
+    result = await agent.arun("How tall are a and b together?")
+    assert result.answer == "14 m"
+    assert [t.status.value for t in result.tasks] == ["done", "done"]
+    messages = anthropic_server.requests[1].body["messages"]
+    assert messages[1] == {
+        "role": "assistant",
+        "content": [
+            {"type": "text", "text": "Looking."},
+            {"type": "tool_use", "id": "toolu_1", "name": "look", "input": {"query": "a"}},
+            {"type": "tool_use", "id": "toolu_2", "name": "look", "input": {"query": "b"}},
+        ],
+    }
+    assert messages[2] == {  # both results in one user turn, roles still alternate
+        "role": "user",
+        "content": [
+            {"type": "tool_result", "tool_use_id": "toolu_1", "content": "a: 7 m"},
+            {"type": "tool_result", "tool_use_id": "toolu_2", "content": "b: 7 m"},
+        ],
+    }

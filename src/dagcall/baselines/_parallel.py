@@ -48,9 +48,9 @@ def parse_tool_reply(text: str) -> dict[str, Any] | None:
 class ParallelFunctionCallingAgent:
     """Answers a question in turns of concurrent tool calls (native parallel function calling).
 
-    With a model that has native tool calls (``supports_tools``: OpenAI-compatible models) the
-    calls go through the provider's ``tools`` / ``parallel_tool_calls`` API and the results
-    back as ``tool`` messages; other models write the calls as JSON in text (``native=False``
+    With a model that has native tool calls (``supports_tools``: OpenAI-compatible and Anthropic
+    models) the calls go through the provider's tools API (parallel calls in one turn) and the
+    results back as tool results; other models write the calls as JSON in text (``native=False``
     forces that).  ``max_turns`` bounds the model calls; a turn that asks for no valid call and
     gives no answer is told so once per turn.  Tools, timeouts and approvals behave as in
     :class:`~dagcall.Compiler`, and the result is the same :class:`~dagcall.RunResult`.

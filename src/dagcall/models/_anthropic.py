@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
 import ssl
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import anthropic
 import httpx2
@@ -16,6 +18,7 @@ from anthropic.types import (
     AssistantMessageParam,
     MessageParam,
     RawMessageStreamEvent,
+    ToolParam,
     UserMessageParam,
 )
 
@@ -27,7 +30,7 @@ from .._errors import (
     UsageError,
 )
 from .._tokens import estimate_tokens
-from ._base import Message, Model, StopFilter, TokenUsage
+from ._base import Message, Model, StopFilter, TokenUsage, ToolCall
 from ._http import check_base_url, plural, redact_url, scrub
 
 __all__ = ["AnthropicModel"]
@@ -53,42 +56,74 @@ def _ssl_context() -> ssl.SSLContext:
     return httpx2.create_ssl_context()
 
 
+def _blocks(message: Message) -> list[dict[str, Any]]:
+    """The content blocks of one message (text, tool_use or tool_result)."""
+    if message.role == "tool":
+        if not message.tool_call_id:
+            raise UsageError("a tool message needs the tool_call_id of the call it answers")
+        return [
+            {
+                "type": "tool_result",
+                "tool_use_id": message.tool_call_id,
+                "content": message.content or "(empty)",
+            }
+        ]
+    blocks: list[dict[str, Any]] = []
+    if message.content.strip():
+        blocks.append({"type": "text", "text": message.content})
+    for call in message.tool_calls:
+        try:
+            arguments = json.loads(call.arguments or "{}")
+        except ValueError:
+            arguments = {"_raw": call.arguments}
+        blocks.append({"type": "tool_use", "id": call.id, "name": call.name, "input": arguments})
+    return blocks
+
+
 def _to_anthropic(messages: Sequence[Message]) -> tuple[str, list[MessageParam]]:
     """The system prompt, and the conversation as the Messages API wants it.
 
     System messages are joined into the ``system`` parameter.  User and assistant messages
     keep their order; consecutive ones of the same role are merged into one turn, so roles
     alternate, and the conversation starts with a user turn.  Blank messages are left out
-    (the API refuses them), as is trailing whitespace of a final assistant turn.
+    (the API refuses them), as is trailing whitespace of a final assistant turn.  Native tool
+    calls become ``tool_use`` blocks of the assistant turn and tool results ``tool_result``
+    blocks of the next user turn.
     """
     system: list[str] = []
-    turns: list[tuple[str, list[str]]] = []
+    turns: list[tuple[str, list[dict[str, Any]]]] = []
     for message in messages:
         role: str = message.role
-        if role not in ("system", "user", "assistant"):
-            raise UsageError(f"message role must be 'system', 'user' or 'assistant', not {role!r}")
-        if not message.content.strip():
-            continue
-        if role == "system":
-            system.append(message.content)
-        elif turns and turns[-1][0] == role:
-            turns[-1][1].append(message.content)
-        else:
-            turns.append((role, [message.content]))
-    if not turns or turns[0][0] != "user":
-        turns.insert(0, ("user", [PLACEHOLDER_USER_TURN]))
-    payload: list[MessageParam] = []
-    for i, (role, parts) in enumerate(turns):
-        content = "\n\n".join(parts)
-        if role == "user":
-            payload.append(UserMessageParam(role="user", content=content))
-        else:
-            last = i == len(turns) - 1
-            payload.append(
-                AssistantMessageParam(
-                    role="assistant", content=content.rstrip() if last else content
-                )
+        if role not in ("system", "user", "assistant", "tool"):
+            raise UsageError(
+                f"message role must be 'system', 'user', 'assistant' or 'tool', not {role!r}"
             )
+        if role == "system":
+            if message.content.strip():
+                system.append(message.content)
+            continue
+        blocks = _blocks(message)
+        if not blocks:
+            continue
+        role = "user" if role == "tool" else role
+        if turns and turns[-1][0] == role:
+            turns[-1][1].extend(blocks)
+        else:
+            turns.append((role, blocks))
+    if not turns or turns[0][0] != "user":
+        turns.insert(0, ("user", [{"type": "text", "text": PLACEHOLDER_USER_TURN}]))
+    payload: list[MessageParam] = []
+    for i, (role, blocks) in enumerate(turns):
+        last = i == len(turns) - 1
+        if all(b["type"] == "text" for b in blocks):  # plain text, as a string
+            content = "\n\n".join(b["text"] for b in blocks)
+            if role == "user":
+                payload.append(UserMessageParam(role="user", content=content))
+            else:
+                text = content.rstrip() if last else content
+                payload.append(AssistantMessageParam(role="assistant", content=text))
+        else:
+            payload.append(cast(MessageParam, {"role": role, "content": blocks}))
     return "\n\n".join(system), payload
 
 
@@ -104,12 +139,19 @@ class _StreamState:
     inputs: dict[str, int] = field(default_factory=dict)  # _INPUT_FIELDS that were reported
     output_tokens: int | None = None
     finished: bool = False  # message_stop arrived (or we stopped at a stop sequence)
+    tool_uses: dict[int, list[str]] = field(default_factory=dict)  # index: id, name, JSON
 
     def read(self, event: RawMessageStreamEvent) -> str:
         """Take note of ``event``; return its text (``""`` for events without text)."""
         if event.type == "content_block_delta":
+            if event.delta.type == "input_json_delta" and event.index in self.tool_uses:
+                self.tool_uses[event.index][2] += event.delta.partial_json
             return event.delta.text if event.delta.type == "text_delta" else ""
-        if event.type == "message_start":
+        if event.type == "content_block_start":
+            block = event.content_block
+            if block.type == "tool_use":
+                self.tool_uses[event.index] = [block.id, block.name, ""]
+        elif event.type == "message_start":
             self._note_inputs(event.message.usage)
         elif event.type == "message_delta":
             # Counts here are cumulative: output always, input fields when reported.
@@ -128,6 +170,12 @@ class _StreamState:
     @property
     def input_tokens(self) -> int | None:
         return sum(self.inputs.values()) if "input_tokens" in self.inputs else None
+
+    def tool_calls(self) -> list[ToolCall]:
+        return [
+            ToolCall(call_id, name, arguments or "{}")
+            for call_id, name, arguments in (self.tool_uses[i] for i in sorted(self.tool_uses))
+        ]
 
 
 class AnthropicModel(Model):
@@ -219,6 +267,8 @@ class AnthropicModel(Model):
         self.name = f"anthropic:{model}" + (f"@{redact_url(shown)}" if shown else "")
 
     # -- the Model interface --------------------------------------------------------------------
+    supports_tools = True
+
     async def stream(
         self,
         messages: Sequence[Message],
@@ -227,6 +277,39 @@ class AnthropicModel(Model):
         max_tokens: int | None = None,
         grammar: str | None = None,  # a GBNF grammar for local models: not supported, ignored
     ) -> AsyncGenerator[str | TokenUsage, None]:
+        async with contextlib.aclosing(self._stream(messages, stop, max_tokens, None)) as events:
+            async for event in events:
+                if not isinstance(event, ToolCall):
+                    yield event
+
+    async def stream_tools(
+        self,
+        messages: Sequence[Message],
+        tools: Sequence[Mapping[str, Any]],
+        *,
+        max_tokens: int | None = None,
+    ) -> AsyncGenerator[str | ToolCall | TokenUsage, None]:
+        """Native tool use: ``tools`` go out with their JSON Schemas as ``input_schema``; the
+        text streams, then every ``tool_use`` block the reply held, in order."""
+        specs = [
+            {
+                "name": str(t["name"]),
+                "description": str(t.get("description", "")),
+                "input_schema": dict(t.get("parameters") or {"type": "object"}),
+            }
+            for t in tools
+        ]
+        async with contextlib.aclosing(self._stream(messages, (), max_tokens, specs)) as events:
+            async for event in events:
+                yield event
+
+    async def _stream(
+        self,
+        messages: Sequence[Message],
+        stop: Sequence[str],
+        max_tokens: int | None,
+        tools: list[dict[str, Any]] | None,
+    ) -> AsyncGenerator[str | ToolCall | TokenUsage, None]:
         system, payload = _to_anthropic(messages)
         if max_tokens is not None and max_tokens < 1:
             raise UsageError(f"max_tokens must be at least 1, not {max_tokens!r}")
@@ -237,7 +320,7 @@ class AnthropicModel(Model):
 
         client = self._client if self._client is not None else self._new_client()
         try:
-            events = await self._open(client, system, payload, stops, max_tokens)
+            events = await self._open(client, system, payload, stops, max_tokens, tools)
             try:
                 while True:
                     try:
@@ -273,6 +356,8 @@ class AnthropicModel(Model):
         tail = stopper.flush()
         if tail:
             yield tail
+        for call in state.tool_calls():
+            yield call
         if state.input_tokens is not None and state.output_tokens is not None:
             yield TokenUsage(state.input_tokens, state.output_tokens)
         else:  # we stopped reading before the counts, or the server sent none
@@ -308,6 +393,7 @@ class AnthropicModel(Model):
         payload: list[MessageParam],
         stops: list[str],
         max_tokens: int | None,
+        tools: list[dict[str, Any]] | None = None,
     ) -> AsyncStream[RawMessageStreamEvent]:
         """Send the request (the SDK retries it) and return the event stream."""
         # The API refuses whitespace-only stop sequences; they still apply locally.
@@ -320,6 +406,7 @@ class AnthropicModel(Model):
                 stream=True,
                 system=system or omit,
                 stop_sequences=api_stops or omit,
+                tools=cast("list[ToolParam]", tools) if tools else omit,
                 # No longer an SDK parameter, and refused by the current API version.
                 extra_body=None if self.temperature is None else {"temperature": self.temperature},
             )
