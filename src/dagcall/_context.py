@@ -7,11 +7,11 @@ from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 
-from ._result import LLMCall
+from ._result import CallRole, LLMCall
 from ._tokens import estimate_tokens
 from .models import Completion, Message, Model, complete
 
-__all__ = ["ToolContext", "call_model", "current_tool_context"]
+__all__ = ["ToolContext", "call_model", "current_tool_context", "measured_call"]
 
 
 @dataclass(frozen=True)
@@ -46,44 +46,44 @@ async def call_model(
     if ctx is None:
         return await complete(model, messages, stop=stop, max_tokens=max_tokens)
     started = time.perf_counter() - ctx.t0
+    completion: Completion | None = None
     try:
         completion = await complete(model, messages, stop=stop, max_tokens=max_tokens)
-    except BaseException:
-        ctx.record(_call(ctx, model, messages, "", None, started, None))
-        raise
-    ctx.record(
-        _call(
-            ctx,
-            model,
-            messages,
-            completion.text,
-            completion,
-            started,
-            completion.time_to_first_token,
+        return completion
+    finally:
+        ended = time.perf_counter() - ctx.t0
+        call = measured_call(
+            "tool", model, ctx.round, messages, completion, started, ended, task_id=ctx.task_id
         )
-    )
-    return completion
+        ctx.record(call)
 
 
-def _call(
-    ctx: ToolContext,
+def measured_call(
+    role: CallRole,
     model: Model,
+    round_index: int,
     messages: Sequence[Message],
-    text: str,
     completion: Completion | None,
     started: float,
-    first: float | None,
+    ended: float,
+    *,
+    task_id: int | None = None,
 ) -> LLMCall:
+    """The usage record of one model call made through :func:`complete` (``completion`` is
+    ``None`` when it failed); token counts are estimated where the model reported none."""
     usage = completion.usage if completion is not None else None
+    written = ""
+    if completion is not None:
+        written = completion.text + "".join(c.name + c.arguments for c in completion.tool_calls)
     return LLMCall(
-        role="tool",
+        role=role,
         model=model.name,
-        round=ctx.round,
+        round=round_index,
         input_tokens=usage.input_tokens if usage else estimate_tokens(m.content for m in messages),
-        output_tokens=usage.output_tokens if usage else estimate_tokens(text),
+        output_tokens=usage.output_tokens if usage else estimate_tokens(written),
         started_at=started,
-        ended_at=time.perf_counter() - ctx.t0,
-        time_to_first_token=first,
+        ended_at=ended,
+        time_to_first_token=completion.time_to_first_token if completion is not None else None,
         estimated=usage is None or usage.estimated,
-        task_id=ctx.task_id,
+        task_id=task_id,
     )

@@ -99,11 +99,15 @@ class TaskRecord:
         }
 
 
+#: Who made a model call: the planner, the joiner, a tool, or a ReAct step.
+CallRole = Literal["planner", "joiner", "tool", "react"]
+
+
 @dataclass(frozen=True)
 class LLMCall:
     """One model call of a run.  Times are seconds since the run started."""
 
-    role: Literal["planner", "joiner", "tool", "react"]
+    role: CallRole
     model: str
     round: int
     input_tokens: int

@@ -17,14 +17,14 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from .._context import measured_call
 from .._errors import DagcallError, UnknownToolError, UsageError
 from .._plan import TaskSpec
 from .._prompts import observation_element, render, template
-from .._result import LLMCall, Round, RunResult
+from .._result import Round, RunResult
 from .._scheduler import Scheduler
-from .._tokens import estimate_tokens
 from .._tools import Approver, Tool
-from ..models import Completion, Message, Model, complete, complete_with_tools, resolve_model
+from ..models import Message, Model, complete, complete_with_tools, resolve_model
 
 __all__ = ["ParallelFunctionCallingAgent", "parse_tool_reply"]
 
@@ -118,7 +118,10 @@ class ParallelFunctionCallingAgent:
                     completion = await complete_with_tools(self.model, messages, self.specs)
                 else:
                     completion = await complete(self.model, messages)
-                result.usage.append(self._llm_call(completion, messages, turn, started, t0))
+                ended = time.perf_counter() - t0
+                result.usage.append(
+                    measured_call("planner", self.model, turn, messages, completion, started, ended)
+                )
                 text = completion.text.strip()
                 rnd.plan = text
                 if self.native:
@@ -180,30 +183,6 @@ class ParallelFunctionCallingAgent:
         result.stop_reason = "finish"
         rnd.decision, rnd.answer = "finish", result.answer
         return result
-
-    def _llm_call(
-        self,
-        completion: Completion,
-        messages: list[Message],
-        turn: int,
-        started: float,
-        t0: float,
-    ) -> LLMCall:
-        usage = completion.usage
-        written = completion.text + "".join(c.name + c.arguments for c in completion.tool_calls)
-        return LLMCall(
-            role="planner",
-            model=self.model.name,
-            round=turn,
-            input_tokens=usage.input_tokens
-            if usage
-            else estimate_tokens(m.content for m in messages),
-            output_tokens=usage.output_tokens if usage else estimate_tokens(written),
-            started_at=started,
-            ended_at=time.perf_counter() - t0,
-            time_to_first_token=completion.time_to_first_token,
-            estimated=usage is None or usage.estimated,
-        )
 
     def _submit(self, scheduler: Scheduler, rnd: Round, task_id: int, turn: int, call: Any) -> None:
         name = call.get("name") if isinstance(call, dict) else None

@@ -15,13 +15,13 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from .._context import measured_call
 from .._errors import DagcallError, PlanError, UsageError
 from .._joiner import parse_joiner
 from .._plan import PlanParser, TaskSpec
 from .._prompts import render, template
-from .._result import LLMCall, Round, RunResult
+from .._result import Round, RunResult
 from .._scheduler import Scheduler
-from .._tokens import estimate_tokens
 from .._tools import Approver, Tool
 from ..models import Message, Model, complete, resolve_model
 
@@ -87,23 +87,9 @@ class ReActAgent:
                 ]
                 started = time.perf_counter() - t0
                 completion = await complete(self.model, messages, stop=_STOP)
-                usage = completion.usage
+                ended = time.perf_counter() - t0
                 result.usage.append(
-                    LLMCall(
-                        role="react",
-                        model=self.model.name,
-                        round=0,
-                        input_tokens=usage.input_tokens
-                        if usage
-                        else estimate_tokens(m.content for m in messages),
-                        output_tokens=usage.output_tokens
-                        if usage
-                        else estimate_tokens(completion.text),
-                        started_at=started,
-                        ended_at=time.perf_counter() - t0,
-                        time_to_first_token=completion.time_to_first_token,
-                        estimated=usage is None or usage.estimated,
-                    )
+                    measured_call("react", self.model, 0, messages, completion, started, ended)
                 )
                 text = completion.text.strip()
                 transcript += text + "\n"
