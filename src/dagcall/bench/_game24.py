@@ -293,21 +293,14 @@ class Game24Session:
     # -- dagcall ------------------------------------------------------------------------
     def plan(self) -> str:
         """The planner's plan for the next depth."""
+        frontier = self.frontier()
         self.evaluations.append([])
-        frontier = self.frontier_before_last()
         first = self.next_id
         lines = [f'{first + i}. propose("{state}")' for i, state in enumerate(frontier)]
         base = first + len(frontier)
         lines += [f'{base + i}. evaluate("${first + i}")' for i in range(len(frontier))]
         self.next_id = base + len(frontier)
         return "\n".join([*lines, "join()<END_OF_PLAN>"])
-
-    def frontier_before_last(self) -> list[str]:
-        previous = self.evaluations[:-1]
-        if not previous:
-            return [self.start]
-        ranked = sorted(previous[-1], key=lambda pair: -pair[1])
-        return list(dict.fromkeys(state for state, _ in ranked))[:BREADTH]
 
     def join(self) -> str:
         if len(self.evaluations) < DEPTH:
@@ -322,7 +315,16 @@ async def run_tot_sequential(session: Game24Session) -> RunResult:
     result = RunResult(question=f"Game of 24: {session.start}")
     tools = {t.name: t for t in session.tools()}
     scheduler = Scheduler(tools, t0=t0, record_llm_call=result.usage.append)
-    task_id = 0
+
+    async def run(rnd: Round, tool: str, kwargs: dict[str, Any], call: str) -> Any:
+        """Run one task to its end, alone; its output (``None`` if it failed)."""
+        task_id = len(scheduler.records) + 1
+        spec = TaskSpec(task_id, tool, (), kwargs, frozenset(), call, raw_kwargs=kwargs)
+        scheduler.submit(spec, rnd.index)
+        rnd.task_ids.append(task_id)
+        await scheduler.wait_idle()
+        return scheduler.records[task_id].output
+
     try:
         for depth in range(DEPTH):
             rnd = Round(index=depth)
@@ -330,33 +332,10 @@ async def run_tot_sequential(session: Game24Session) -> RunResult:
             frontier = session.frontier()
             session.evaluations.append([])
             for state in frontier:
-                task_id += 1
-                spec = TaskSpec(
-                    task_id,
-                    "propose",
-                    (),
-                    {"state": state},
-                    frozenset(),
-                    f'propose("{state}")',
-                    raw_kwargs={"state": state},
-                )
-                scheduler.submit(spec, depth)
-                rnd.task_ids.append(task_id)
-                await scheduler.wait_idle()
-                proposals = scheduler.records[task_id].output or []
-                task_id += 1
-                spec = TaskSpec(
-                    task_id,
-                    "evaluate",
-                    (),
-                    {"states": proposals},
-                    frozenset(),
-                    f"evaluate({len(proposals)} states)",
-                    raw_kwargs={"states": proposals},
-                )
-                scheduler.submit(spec, depth)
-                rnd.task_ids.append(task_id)
-                await scheduler.wait_idle()
+                proposals = await run(rnd, "propose", {"state": state}, f'propose("{state}")')
+                proposals = proposals or []
+                count = f"evaluate({len(proposals)} states)"
+                await run(rnd, "evaluate", {"states": proposals}, count)
         result.answer = session.answer()
         result.stop_reason = "finish"
         return result

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import DagcallError
-from .._pricing import price_of
+from .._pricing import run_cost
 from .._result import RunResult
 from ..models import Model
 from ._bound import critical_path_bound
@@ -80,13 +80,7 @@ class BenchRecord:
 def _cost(run: RunResult, config: BenchConfig) -> float | None:
     if config.simulated:
         return sum(config.profile.cost(c.input_tokens, c.output_tokens) for c in run.usage)
-    total = 0.0
-    for call in run.usage:
-        price = price_of(call.model)
-        if price is None:
-            return None
-        total += (call.input_tokens * price[0] + call.output_tokens * price[1]) / 1e6
-    return total
+    return run_cost(run)
 
 
 def record_of(
@@ -147,18 +141,21 @@ async def run_questions(
     """Run each question with each system; returns the records and the oracle's results."""
     oracles = await asyncio.gather(*(oracle(q) for q in questions))
     answers = {o.question.key: o.answer for o in oracles}
-    setup = Setup(
-        model=config.model,
-        profile=config.profile if config.simulated else None,
-        time_scale=config.scale,
-        latency=WebLatency(median=config.tool_latency_median, seed=config.seed),
-    )
+    by_workload = {
+        workload: Setup(
+            model=config.model,
+            profile=config.profile if config.simulated else None,
+            time_scale=config.scale,
+            latency=WebLatency(median=config.tool_latency_median, seed=config.seed),
+            examples=config.examples.get(workload),
+        )
+        for workload in {q.workload for q in questions}
+    }
     sem = asyncio.Semaphore(config.concurrency)
     jobs = []
     for q in questions:  # interleaved, so no system gets a quieter machine than another
         for system in config.systems:
-            qsetup = Setup(**{**setup.__dict__, "examples": config.examples.get(q.workload)})
-            make = build_runner(system, q, qsetup, answers.get(q.key, ""))
+            make = build_runner(system, q, by_workload[q.workload], answers.get(q.key, ""))
             jobs.append(_guarded(sem, make, (q.workload, q.id, system, q.gold), config))
     records: list[BenchRecord] = []
     for done in asyncio.as_completed(jobs):
