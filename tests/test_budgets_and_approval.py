@@ -47,19 +47,29 @@ def test_max_tasks_per_plan() -> None:
 
 
 def test_max_tokens_per_run() -> None:
-    compiler = Compiler(
-        model=ScriptedModel(["1. step(1)", "Action: Replan(more)", "2. step(2)", FINISH]),
-        tools=[step],
-        max_tokens=400,
+    """The budget covers the whole run: a first round within it, the replan over it."""
+    replies = ["1. step(1)", "Action: Replan(more)", "2. step(2)", FINISH]
+    unlimited = Compiler(model=ScriptedModel(replies), tools=[step]).run("q")
+    first_round = sum(
+        c.input_tokens + c.output_tokens for c in unlimited.usage if c.round == 0
     )
+    assert unlimited.answer == "done"
+    limit = first_round + 50  # less than the replanner's prompt alone
+    compiler = Compiler(model=ScriptedModel(replies), tools=[step], max_tokens=limit)
     with pytest.raises(BudgetError) as info:
         compiler.run("q")
     err = info.value
     assert err.limit == "max_tokens"
-    assert "over max_tokens=400" in err.message
+    assert f"over max_tokens={limit:,}" in err.message
+    assert "planner was still streaming" in err.message
     assert err.result is not None
-    assert err.result.input_tokens + err.result.output_tokens > 400
-    assert err.result.tasks  # what ran before is kept
+    assert [t.id for t in err.result.tasks] == [1]  # what ran before is kept
+    assert err.result.task(1).status is TaskStatus.DONE
+    assert [(c.role, c.round) for c in err.result.usage] == [
+        ("planner", 0),
+        ("joiner", 0),
+        ("planner", 1),
+    ]
 
 
 def test_a_tools_own_model_calls_count_in_the_token_budget() -> None:

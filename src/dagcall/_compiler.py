@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, Callable, Coroutine, Iterable, Sequence
 from contextlib import aclosing
 from typing import Any
 
 from ._errors import (
     BudgetError,
-    DagcallError,
     ModelError,
     ModelStreamError,
     RunTimeoutError,
@@ -147,7 +147,7 @@ class Compiler:
                 await run.execute()
         except BaseException as exc:
             if isinstance(exc, TimeoutError) and scope.expired():
-                await run.close("timeout")
+                await _close_fully(run.close("timeout"))
                 error = RunTimeoutError(
                     f"the run did not finish within its {budget:g} s budget; outstanding tasks "
                     "were cancelled (raise timeout= or lower the work per question)",
@@ -156,11 +156,14 @@ class Compiler:
                 )
                 error.result = run.result
                 raise error from None
-            await run.close(type(exc).__name__ if isinstance(exc, Exception) else "cancelled")
-            if isinstance(exc, DagcallError):
-                exc.result = run.result
+            await _close_fully(
+                run.close(type(exc).__name__ if isinstance(exc, Exception) else "cancelled")
+            )
+            if isinstance(exc, Exception):  # even an unexpected error keeps the partial run
+                with contextlib.suppress(AttributeError, TypeError):
+                    exc.result = run.result  # type: ignore[attr-defined]
             raise
-        await run.close(run.result.stop_reason)
+        await _close_fully(run.close(run.result.stop_reason))
         return run.result
 
     def run(
@@ -191,6 +194,9 @@ class _Run:
         self.on_event = on_event
         self.round = 0
         self.over_budget: BudgetError | None = None
+        self.tokens_used = 0
+        self.budget_spent = asyncio.Event()
+        self.plan_lines = 0  # task lines of the current plan, valid or not
         self.scheduler = Scheduler(
             compiler.tools,
             t0=self.t0,
@@ -224,10 +230,11 @@ class _Run:
             self.result.rounds.append(rnd)
             self.emit("round_start")
             await self.plan(rnd, reason)
-            await self.scheduler.wait_idle()
-            if self.over_budget is not None:  # a tool's own LLM calls went over max_tokens
-                raise self.over_budget
+            self.check_budget()
+            await self.wait_for_tasks()
+            self.check_budget()
             decision = await self.join(rnd, may_replan=index < last)
+            self.check_budget()
             self.emit("round_end")
             if decision.action == "finish":
                 self.result.answer = decision.text
@@ -252,9 +259,12 @@ class _Run:
             first_id=max(records, default=0) + 1,
         )
         parser = PlanParser(c.tools, prior_ids=records)
+        self.plan_lines = 0
         started = self.now()
         first: float | None = None
         usage: TokenUsage | None = None
+        meter = self.meter(messages, "planner")
+        received: list[str] = []  # everything streamed, for the call's token estimate
         try:
             options: dict[str, Any] = {}
             if c.plan_grammar is not None:  # only grammar-capable models take the keyword
@@ -276,8 +286,10 @@ class _Run:
                         continue
                     if first is None and event:
                         first = self.now() - started
+                    received.append(event)
                     self.emit("plan_text", text=event)
                     self.accept(parser.feed(event), rnd)
+                    meter(event)
             self.accept(parser.close(), rnd)
         except (UsageError, BudgetError):
             raise  # the configuration or a limit, not the model, ended the plan
@@ -285,26 +297,37 @@ class _Run:
             self.accept(parser.close(complete=False), rnd)
             error = _model_error(exc, c.planner, "planner")
             if not rnd.task_ids:
-                raise error from exc
+                raise error  # noqa: B904 - cause already set; `from exc` may self-cite
             rnd.errors.append(error)  # the tasks it did write still run; the joiner decides
         finally:
             rnd.plan = parser.text
             rnd.thought = parser.trailing_thought
             self.record_call(
-                "planner", c.planner, rnd, messages, parser.text, usage, started, first
+                "planner",
+                c.planner,
+                rnd,
+                messages,
+                "".join(received),
+                meter.usage(usage),
+                started,
+                first,
             )
 
     def accept(self, items: Sequence[PlanItem], rnd: Round) -> None:
+        limit = self.c.max_tasks
         for item in items:
+            # Every task line counts, valid or not, so an endless stream of broken lines
+            # stops as surely as an endless stream of good ones.
+            if limit is not None and self.plan_lines >= limit:
+                what = f"task {item.id}" if isinstance(item, TaskSpec) else "a further line"
+                raise BudgetError(
+                    f"the plan has more than max_tasks={limit} task lines, valid or not "
+                    f"({what} is one too many); raise max_tasks or ask a narrower question",
+                    limit="max_tasks",
+                    value=limit,
+                )
+            self.plan_lines += 1
             if isinstance(item, TaskSpec):
-                limit = self.c.max_tasks
-                if limit is not None and len(rnd.task_ids) >= limit:
-                    raise BudgetError(
-                        f"the plan has more than max_tasks={limit} tasks (task {item.id} is "
-                        "one too many); raise max_tasks or ask a narrower question",
-                        limit="max_tasks",
-                        value=limit,
-                    )
                 rnd.task_ids.append(item.id)
                 self.result.tasks.append(self.scheduler.submit(item, rnd.index))
             else:
@@ -324,6 +347,7 @@ class _Run:
         usage: TokenUsage | None = None
         parts: list[str] = []
         self.emit("joiner_start")
+        meter = self.meter(messages, "joiner")
         try:
             joiner_stream = _idle_guard(
                 c.joiner.stream(messages), c.llm_idle_timeout, c.joiner, "joiner"
@@ -337,13 +361,21 @@ class _Run:
                             first = self.now() - started
                         parts.append(event)
                         self.emit("joiner_text", text=event)
+                        meter(event)
         except (UsageError, BudgetError):
             raise
         except Exception as exc:
-            raise _model_error(exc, c.joiner, "joiner") from exc
+            raise _model_error(exc, c.joiner, "joiner")  # noqa: B904 - as in plan()
         finally:
             self.record_call(
-                "joiner", c.joiner, rnd, messages, "".join(parts), usage, started, first
+                "joiner",
+                c.joiner,
+                rnd,
+                messages,
+                "".join(parts),
+                meter.usage(usage),
+                started,
+                first,
             )
         text = "".join(parts)
         decision = parse_joiner(text)
@@ -388,18 +420,43 @@ class _Run:
         )
 
     def add_call(self, call: LLMCall) -> None:
-        """Record an LLM call and hold the run to its token budget."""
+        """Record an LLM call (also a tool's own, from its callback); never raises.
+
+        Going over ``max_tokens`` is noted here and raised by the run loop at its next check,
+        so a limit can never replace the error or cancellation that is already unwinding."""
         self.result.usage.append(call)
+        self.tokens_used += call.input_tokens + call.output_tokens
         limit = self.c.max_tokens
-        used = self.result.input_tokens + self.result.output_tokens
-        if limit is not None and used > limit:
+        if limit is not None and self.tokens_used > limit and self.over_budget is None:
             self.over_budget = BudgetError(
-                f"the run used {used:,} LLM tokens, over max_tokens={limit:,} (after a "
-                f"{call.role} call); raise max_tokens or simplify the question",
+                f"the run used {self.tokens_used:,} LLM tokens, over max_tokens={limit:,} "
+                f"(after a {call.role} call); raise max_tokens or simplify the question",
                 limit="max_tokens",
                 value=limit,
             )
+            self.budget_spent.set()
+
+    def check_budget(self) -> None:
+        if self.over_budget is not None:
             raise self.over_budget
+
+    def meter(self, messages: Sequence[Message], role: str) -> _Meter:
+        """A counter of a streaming call's tokens that raises BudgetError the moment the
+        run's tokens so far, this prompt and the output streamed so far pass ``max_tokens``
+        (so a model that streams forever is stopped within one chunk of the limit)."""
+        return _Meter(self, messages, role)
+
+    async def wait_for_tasks(self) -> None:
+        """Wait until every task has finished, or a tool's model calls spend the budget."""
+        if self.scheduler.outstanding == 0:
+            return
+        idle = asyncio.ensure_future(self.scheduler.wait_idle())
+        spent = asyncio.ensure_future(self.budget_spent.wait())
+        try:
+            await asyncio.wait((idle, spent), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            idle.cancel()
+            spent.cancel()
 
     async def close(self, stop_reason: str) -> None:
         """Cancel anything outstanding and fill in the result's totals."""
@@ -412,32 +469,120 @@ class _Run:
         self.emit("finished")
 
 
+async def _close_fully(closing: Coroutine[Any, Any, None]) -> None:
+    """Run a run's clean-up to the end even when the run is cancelled meanwhile (so nothing
+    it started is left running), then let that cancellation through."""
+    task = asyncio.ensure_future(closing)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.done() and task.cancelled():
+                raise
+            cancelled = True
+    task.result()  # the clean-up's own error, if it had one
+    if cancelled:
+        raise asyncio.CancelledError
+
+
+class _Meter:
+    """Counts one streaming call's output tokens as they arrive, against ``max_tokens``."""
+
+    def __init__(self, run: _Run, messages: Sequence[Message], role: str) -> None:
+        self.run = run
+        self.role = role
+        self.limit = run.c.max_tokens
+        self.prompt = 0 if self.limit is None else estimate_tokens(m.content for m in messages)
+        self.streamed = 0  # output tokens so far (chunk by chunk), counted only under a limit
+
+    def __call__(self, text: str) -> None:
+        if self.limit is None:
+            return
+        self.run.check_budget()  # a tool's own model call may have spent it meanwhile
+        self.streamed += estimate_tokens(text)
+        used = self.run.tokens_used + self.prompt + self.streamed
+        if used > self.limit:
+            raise BudgetError(
+                f"the run reached {used:,} LLM tokens, over max_tokens={self.limit:,}, while "
+                f"the {self.role} was still streaming (it was stopped); raise max_tokens or "
+                "simplify the question",
+                limit="max_tokens",
+                value=self.limit,
+            )
+
+    def usage(self, reported: TokenUsage | None) -> TokenUsage | None:
+        """The provider's usage, else (under a limit) the metered estimate."""
+        if reported is not None or self.limit is None:
+            return reported
+        return TokenUsage(self.prompt, self.streamed, estimated=True)
+
+
 async def _idle_guard(
     stream: AsyncGenerator[str | TokenUsage, None],
     idle: float | None,
     model: Model,
     role: str,
 ) -> AsyncGenerator[str | TokenUsage, None]:
-    """The model's stream, failing with ModelStreamError when it sends nothing for ``idle`` s."""
+    """The model's stream, failing with ModelStreamError when it sends nothing for ``idle`` s.
+
+    One timer per stream, re-armed lazily when it fires (a chunk costs a clock read, not a
+    timeout scope); it cancels only while the stream itself is being awaited, so time the
+    consumer spends between chunks is never counted against the model.
+    """
     async with aclosing(stream):
-        while True:
-            try:
-                async with asyncio.timeout(idle) as scope:
+        if idle is None:
+            async for event in stream:
+                yield event
+            return
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None  # noqa: S101 - an async generator runs inside a task
+        last = loop.time()
+        waiting = False
+        fired = False
+        handle: asyncio.TimerHandle | None = None
+
+        def check() -> None:
+            nonlocal handle, fired
+            due = last + idle
+            if waiting and loop.time() >= due:
+                fired = True
+                task.cancel()
+            else:
+                handle = loop.call_at(max(due, loop.time() + idle / 10), check)
+
+        handle = loop.call_at(last + idle, check)
+        try:
+            while True:
+                last = loop.time()
+                waiting = True
+                try:
                     event = await anext(stream)
-            except StopAsyncIteration:
-                return
-            except TimeoutError:
-                if not scope.expired():
+                except StopAsyncIteration:
+                    return
+                except asyncio.CancelledError:
+                    if fired and task.uncancel() == 0:
+                        raise ModelStreamError(
+                            f"the {role} model {model.name} sent nothing for {idle:g} s and "
+                            "was given up (llm_idle_timeout)",
+                            model=model.name,
+                        ) from None
                     raise
-                raise ModelStreamError(
-                    f"the {role} model {model.name} sent nothing for {idle:g} s and was given "
-                    "up (llm_idle_timeout)",
-                    model=model.name,
-                ) from None
-            yield event
+                finally:
+                    waiting = False
+                if fired:  # the stream swallowed our cancellation and went on: take it back
+                    fired = False
+                    task.uncancel()
+                yield event
+        finally:
+            if handle is not None:
+                handle.cancel()
 
 
 def _model_error(exc: Exception, model: Model, role: str) -> ModelError:
+    """``exc`` as a ModelError: itself if it is one (its cause chain untouched: raise it as is,
+    never ``from exc``, which would make it its own cause), else a ModelError caused by it."""
     if isinstance(exc, ModelError):
         return exc
     error = ModelError(

@@ -1,11 +1,15 @@
-"""What a running tool can reach of its run: model calls that count in the run's usage."""
+"""What a running tool can reach of its run: its task, a cooperative cancellation signal, and
+model calls that count in the run's usage."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 from collections.abc import Callable, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
 
 from ._result import CallRole, LLMCall
 from ._tokens import estimate_tokens
@@ -13,16 +17,79 @@ from .models import Completion, Message, Model, complete
 
 __all__ = ["ToolContext", "call_model", "current_tool_context", "measured_call"]
 
+#: How a call ended once it had been told to stop: ``"stopped"`` (it returned or raised within
+#: its grace), ``"abandoned"`` (a worker thread was still running when the grace ran out),
+#: ``"terminated"`` (its process was killed).  ``""`` while it has not been told to stop.
+StopOutcome = Literal["", "stopped", "abandoned", "terminated"]
+
+
+def _ignore_call(call: LLMCall) -> None:
+    """The usage sink of a context with no run to record into."""
+
+
+class _CallControl:
+    """The cancellation state of one tool call, shared by the scheduler, ``Tool.invoke`` and
+    the tool's own thread (so it is thread-safe: an Event and plain attribute writes)."""
+
+    __slots__ = ("event", "note", "outcome")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.outcome: StopOutcome = ""
+        self.note = ""  # what became of the call, for its task's error message
+
+    def stopped(self, outcome: StopOutcome, note: str = "") -> None:
+        self.outcome = outcome
+        self.note = note
+
+    def cancel(self) -> None:
+        self.event.set()
+
 
 @dataclass(frozen=True)
 class ToolContext:
-    """The task a tool call is running for, inside a compiler run."""
+    """The task a tool call is running for, inside a compiler run.
+
+    :func:`current_tool_context` returns it from inside any tool a run calls, sync or async
+    (in a ``isolation="process"`` tool it carries the ids, but its cancellation signal is
+    never set: the process is terminated instead, and ``call_model`` usage there is not
+    added to the run).
+
+    Cancellation is cooperative for code Python cannot interrupt: when the task is cancelled
+    (the run was cancelled or ran out of time) or its tool timeout expires, :attr:`cancelled`
+    becomes true.  A sync tool that polls it, or calls :meth:`check_cancelled` between
+    steps, or sleeps with :meth:`wait_cancelled`, stops promptly and is recorded as
+    cancelled; one that does not is, after its ``cancel_grace``, recorded as abandoned,
+    because its thread may still finish its side effects.
+    """
 
     task_id: int
     tool: str
     round: int
     t0: float  # the run's start, perf_counter seconds
-    record: Callable[[LLMCall], None]
+    record: Callable[[LLMCall], None] = _ignore_call
+    _control: _CallControl = field(default_factory=_CallControl, repr=False, compare=False)
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether this call has been told to stop (task cancelled, or its timeout expired)."""
+        return self._control.event.is_set()
+
+    def check_cancelled(self) -> None:
+        """Raise :class:`asyncio.CancelledError` if this call has been told to stop.
+
+        ``CancelledError`` is a ``BaseException``, so a tool's ``except Exception`` does not
+        swallow it; the task is then recorded as cancelled (or timed out)."""
+        if self._control.event.is_set():
+            raise asyncio.CancelledError(
+                f"task {self.task_id} ({self.tool}) was told to stop: its run was cancelled "
+                "or its timeout expired"
+            )
+
+    def wait_cancelled(self, timeout: float | None = None) -> bool:
+        """Block up to ``timeout`` seconds (``None``: forever) until this call is told to
+        stop; true if it was.  A cancellable ``time.sleep`` for sync tools."""
+        return self._control.event.wait(timeout)
 
 
 _current: ContextVar[ToolContext | None] = ContextVar("dagcall_tool_context", default=None)

@@ -30,7 +30,10 @@ class TaskStatus(StrEnum):
     DONE = "done"
     FAILED = "failed"
     SKIPPED = "skipped"  # a task it depends on did not finish
-    CANCELLED = "cancelled"  # the run was cancelled or ran out of time
+    CANCELLED = "cancelled"  # the run was cancelled or ran out of time, and the call stopped
+    # The run was cancelled or ran out of time while the call's worker thread was still
+    # running: Python cannot kill a thread, so it may yet complete its side effects.
+    ABANDONED = "abandoned"
 
     @property
     def terminal(self) -> bool:
