@@ -21,7 +21,16 @@ name the result of task N:
   are money, not references.
 
 The parser is fed the model's stream chunk by chunk and returns each task as soon as its line is
-complete; its output does not depend on how the stream was split.
+complete; its output does not depend on how the stream was split, for lines of any length.
+
+Line limit.  A line longer than ``max_line_chars`` characters (default
+:data:`DEFAULT_MAX_LINE_CHARS`, the newline not counted), and a task whose text over several
+lines (newlines counted) grows past it, is dropped and reported as one
+:class:`~dagcall.PlanSyntaxError` that names the limit and carries the task id when the text is
+a task.  While such a line streams in, the parser keeps at most ``max_line_chars + 13`` of its
+characters and counts the rest; the continuation lines of a dropped task (lines that do not
+start a task, a ``Thought:``, ``join()`` or a ```` ``` ```` fence) are dropped with it.  ``text``
+holds a one-line note in place of what was dropped.  Feeding costs time linear in the text.
 """
 
 from __future__ import annotations
@@ -30,7 +39,7 @@ import ast
 import re
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from ._errors import (
     BadReferenceError,
@@ -38,20 +47,36 @@ from ._errors import (
     PlanError,
     PlanSyntaxError,
     UnknownToolError,
+    UsageError,
 )
 
-__all__ = ["END_OF_PLAN", "PlanParser", "Ref", "TaskSpec", "Template", "parse_plan"]
+__all__ = [
+    "DEFAULT_MAX_LINE_CHARS",
+    "END_OF_PLAN",
+    "PlanParser",
+    "Ref",
+    "TaskSpec",
+    "Template",
+    "parse_plan",
+]
 
 END_OF_PLAN = "<END_OF_PLAN>"
+DEFAULT_MAX_LINE_CHARS = 1_000_000
+"""The default longest plan line (and longest task text), in characters."""
 
 _TASK_LINE = re.compile(r"^\s*(?:[-*]\s+)?(?:\*\*)?(\d+)(?:\*\*)?\s*\.\s*(.*)$", re.S)
 _THOUGHT_LINE = re.compile(r"^\s*(?:\*\*)?thought(?:\*\*)?\s*:\s*(.*)$", re.I | re.S)
 _CALL_LIKE = re.compile(r"^\s*[A-Za-z_]\w*\s*\(")
 _JOIN = re.compile(r"^\s*join\s*\(\s*\)\s*;?\s*(?:#.*)?$")
+_JOIN_START = re.compile(r"^\s*join\s*\(\s*\)")
 _WHOLE_REF = re.compile(r"^\s*\$(?:\{(\d+)\}|(\d+))\s*$")
 _INNER_REF = re.compile(r"\$\{(\d+)\}|\$(\d+)(?!\d)(?![.,]\d)")
+_BARE_REF = re.compile(r"\$(?:\{(\d+)\}|(\d+))")
 _UNFINISHED = re.compile(r"was never closed|unexpected EOF|unterminated triple-quoted")
-_MAX_LINE = 100_000
+_HELD = len(END_OF_PLAN) - 1  # a line's last characters that may be the start of the marker
+_HEAD = 200  # characters of a dropped line kept in its error and in ``text``
+_CLIP = 300  # plan text quoted in an error message is cut to this many characters
+_MAX_NESTING = 200  # Python's tokenizer refuses deeper bracket nesting
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +111,15 @@ class TaskSpec:
 PlanItem = TaskSpec | PlanError
 
 
+@dataclass(slots=True)
+class _Dropped:
+    """A stretch of plan text being discarded for its length."""
+
+    head: str  # the first characters of the first dropped line
+    chars: int  # characters dropped so far, newlines included
+    task: bool  # a task's text: its continuation lines are dropped too
+
+
 class PlanParser:
     """Incremental parser of a streamed plan.
 
@@ -93,49 +127,79 @@ class PlanParser:
     ends the stream.  ``tools`` are the callable tool names; ``prior_ids`` are the tasks of
     earlier rounds that this plan may refer to.  After ``join()`` or ``<END_OF_PLAN>`` the
     parser is ``finished`` and ignores further input.
+
+    ``max_line_chars`` bounds a line, and the text of a task written over several lines; longer
+    text is dropped and reported as one :class:`~dagcall.PlanSyntaxError` naming the limit (see
+    the module docstring).  Memory stays bounded by about twice the limit however long a line
+    streams.  ``text`` is the plan as read, up to where the parser finished, with a short note
+    in place of dropped text.
+
+    A task is parsed when its first line ends and then, while its call is still open over
+    several lines, at each later line that closes its brackets and strings; a call that never
+    closes is judged when the next task, ``Thought:``, ``join()`` or fence line, or the end of
+    the stream, ends it.
     """
 
-    def __init__(self, tools: Collection[str], *, prior_ids: Iterable[int] = ()) -> None:
+    DEFAULT_MAX_LINE_CHARS: ClassVar[int] = DEFAULT_MAX_LINE_CHARS
+
+    def __init__(
+        self,
+        tools: Collection[str],
+        *,
+        prior_ids: Iterable[int] = (),
+        max_line_chars: int = DEFAULT_MAX_LINE_CHARS,
+    ) -> None:
+        if (
+            isinstance(max_line_chars, bool)
+            or not isinstance(max_line_chars, int)
+            or max_line_chars < 1
+        ):
+            raise UsageError(f"max_line_chars must be a positive int, not {max_line_chars!r}")
+        self.max_line_chars = max_line_chars
         self._tools = frozenset(tools)
         self._seen: set[int] = set(prior_ids)
-        self._buf = ""
-        self._pending: list[str] = []
+        self._parts: list[str] = []  # the current line so far
+        self._size = 0  # its length
+        self._tail = ""  # its last characters, to find END_OF_PLAN split across chunks
+        self._drop: _Dropped | None = None  # text being dropped for its length
+        self._long: _Dropped | None = None  # the same, while the current line is over-long
+        self._pending: list[str] = []  # the lines of a task whose call is still open
+        self._pending_size = 0  # len("\n".join(self._pending))
+        self._scan = _Scan()
+        self._missed = 0  # pending size when a closed-looking call still did not parse
         self._thought: list[str] = []
+        self._text: list[str] = []
         self.finished = False
         self.join_seen = False
-        self.text = ""
         self.ignored: list[str] = []
         self.trailing_thought: str | None = None
         self.unfinished = ""
+
+    @property
+    def text(self) -> str:
+        """The plan text read so far (dropped stretches replaced by a one-line note)."""
+        if len(self._text) > 1:
+            self._text[:] = ["".join(self._text)]
+        return self._text[0] if self._text else ""
 
     # -- streaming -------------------------------------------------------------------------
     def feed(self, chunk: str) -> list[PlanItem]:
         """Add a chunk of the stream; return the items whose lines it completed."""
         if self.finished or not chunk:
             return []
-        self._buf += chunk
         out: list[PlanItem] = []
-        end = self._buf.find(END_OF_PLAN)
-        if end >= 0:
-            head = self._buf[:end]
-            self.text += head
-            self._buf = ""
-            for line in head.split("\n"):
-                self._line(line, out)
-            self._finish(out)
-            return out
-        cut = self._buf.rfind("\n")
-        if cut < 0:
-            if len(self._buf) > _MAX_LINE:  # a runaway line: judge it now rather than buffer
-                cut = len(self._buf)
-            else:
+        # The marker has no newline, so it lies within the current line: it either starts in
+        # the line's held tail and ends in this chunk, or lies inside this chunk.
+        early = (self._tail + chunk[:_HELD]).find(END_OF_PLAN)
+        if early >= 0:
+            self._take_back(len(self._tail) - early)
+        else:
+            at = chunk.find(END_OF_PLAN)
+            self._consume(chunk, len(chunk) if at < 0 else at, out)
+            if at < 0:
                 return out
-        complete, self._buf = self._buf[: cut + 1], self._buf[cut + 1 :]
-        self.text += complete
-        for line in complete.split("\n")[: -1 if complete.endswith("\n") else None]:
-            self._line(line, out)
-            if self.finished:
-                break
+        if not self.finished:
+            self._end_of_stream(out)
         return out
 
     def close(self, *, complete: bool = True) -> list[PlanItem]:
@@ -148,15 +212,94 @@ class PlanParser:
         if self.finished:
             return []
         out: list[PlanItem] = []
-        rest, self._buf = self._buf, ""
-        self.text += rest
-        if not complete:
-            self.unfinished = "\n".join([*self._pending, rest]).strip()
-            self._pending = []
-        elif rest:
-            self._line(rest, out)
+        if complete:
+            self._end_of_stream(out)
+            return out
+        if self._long is not None:
+            self._end_line("", out)  # already reported when it grew past the limit
+            rest = ""
+        else:
+            rest = "".join(self._parts)
+            self._parts, self._size, self._tail = [], 0, ""
+            if self._drop is not None and not self._starts_new(rest):
+                self._drop.chars += len(rest)
+                rest = ""
+        if self._drop is not None:
+            self._end_drop()
+        self._text.append(rest)
+        self.unfinished = "\n".join([*self._pending, rest]).strip()
+        self._pending = []
         self._finish(out)
         return out
+
+    def _consume(self, chunk: str, stop: int, out: list[PlanItem]) -> None:
+        pos = 0
+        while pos < stop and not self.finished:
+            nl = chunk.find("\n", pos, stop)
+            end = stop if nl < 0 else nl
+            if end > pos:
+                self._receive(chunk, pos, end, out)
+            if nl < 0:
+                return
+            self._end_line("\n", out)
+            pos = nl + 1
+
+    def _receive(self, chunk: str, start: int, end: int, out: list[PlanItem]) -> None:
+        """Add ``chunk[start:end]`` (no newline in it) to the current line."""
+        n = end - start
+        self._tail = (self._tail + chunk[max(start, end - _HELD) : end])[-_HELD:]
+        if self._long is not None:
+            self._long.chars += n
+            return
+        limit = self.max_line_chars
+        if self._size + n <= limit + _HELD:
+            self._parts.append(chunk[start:end])
+            self._size += n
+            return
+        # Longer than the limit whatever follows (at most _HELD characters can still turn out
+        # to be the end marker): keep the first limit + 1 characters to classify it, count the
+        # rest.
+        keep = limit + 1 - self._size
+        if keep > 0:
+            self._parts.append(chunk[start : start + keep])
+        prefix = "".join(self._parts)[: limit + 1]
+        total = self._size + n
+        self._parts, self._size = [], 0
+        self._long = self._long_line(prefix, total, out)
+
+    def _take_back(self, k: int) -> None:
+        """Forget the current line's last ``k`` characters: they begin the end marker."""
+        if k <= 0:
+            return
+        if self._long is not None:
+            self._long.chars -= k
+        else:
+            line = "".join(self._parts)[:-k]
+            self._parts, self._size = ([line] if line else []), len(line)
+        self._tail = self._tail[:-k]
+
+    def _end_line(self, nl: str, out: list[PlanItem]) -> None:
+        """The current line is complete (``nl`` is its newline, "" at the end of the stream)."""
+        self._tail = ""
+        long = self._long
+        if long is None:
+            line = "".join(self._parts)
+            self._parts, self._size = [], 0
+            if len(line) <= self.max_line_chars:
+                self._line(line, nl, out)
+                return
+            long = self._long_line(line[: self.max_line_chars + 1], len(line), out)
+        self._long = None
+        long.chars += len(nl)
+        if not long.task:
+            self._end_drop()
+
+    def _end_of_stream(self, out: list[PlanItem]) -> None:
+        if self._parts or self._long is not None:
+            self._end_line("", out)
+        if self._drop is not None:
+            self._end_drop()
+        self._finish(out)
 
     def _finish(self, out: list[PlanItem]) -> None:
         if not self.finished:
@@ -166,19 +309,85 @@ class PlanParser:
             self.trailing_thought = " ".join(self._thought)
             self._thought = []
 
+    # -- over-long text --------------------------------------------------------------------
+    def _long_line(self, prefix: str, total: int, out: list[PlanItem]) -> _Dropped:
+        """A line of ``total`` characters, more than the limit, beginning with ``prefix``.
+
+        What it is (a task, a continuation of the open task, a thought...) is read from its
+        first ``max_line_chars + 1`` characters, so the verdict does not depend on the split.
+        Returns the drop that counts the rest of the line.
+        """
+        task = _TASK_LINE.match(prefix)
+        boundary = self._starts_new(prefix) or bool(_JOIN_START.match(prefix))
+        if self._drop is not None:
+            if not boundary:  # more of a task already dropped and reported
+                self._drop.chars += total
+                return self._drop
+            self._end_drop()
+        drop = self._drop = _Dropped(prefix[:_HEAD], total, task=True)
+        if self._pending and not boundary:
+            out.append(self._too_long(self._pending_id(), self._pending[0]))
+            self._pending = []
+            return drop
+        self._flush_pending(out)
+        if task:
+            out.append(self._too_long(int(task.group(1)), prefix))
+            return drop
+        drop.task = False
+        shown = _clip(prefix.strip(), 60)
+        out.append(
+            PlanSyntaxError(
+                f"a plan line longer than the line limit (max_line_chars="
+                f"{self.max_line_chars:,} characters) was dropped: {shown!r}",
+                line=prefix[:_HEAD].strip(),
+            )
+        )
+        return drop
+
+    def _too_long(self, task_id: int, first_line: str) -> PlanSyntaxError:
+        self._seen.add(task_id)  # a broken task still occupies its id
+        head = first_line[:_HEAD].strip()
+        return PlanSyntaxError(
+            f"task {task_id} is longer than the plan line limit (max_line_chars="
+            f"{self.max_line_chars:,} characters) and was dropped: {_clip(head, 60)!r}",
+            line=head,
+            task_id=task_id,
+        )
+
+    def _end_drop(self) -> None:
+        drop, self._drop = self._drop, None
+        if drop is not None:
+            self._text.append(
+                f"{drop.head}… [{drop.chars:,} characters dropped: longer than "
+                f"max_line_chars={self.max_line_chars:,}]\n"
+            )
+
     # -- lines -----------------------------------------------------------------------------
-    def _line(self, line: str, out: list[PlanItem]) -> None:
+    @staticmethod
+    def _starts_new(line: str) -> bool:
+        """Whether the line ends an open task: a task, Thought, join() or fence line."""
+        return bool(
+            _TASK_LINE.match(line)
+            or _THOUGHT_LINE.match(line)
+            or _JOIN.match(line)
+            or line.lstrip().startswith("```")
+        )
+
+    def _line(self, line: str, nl: str, out: list[PlanItem]) -> None:
         if self.finished:
             return
         stripped = line.strip()
-        starts_new = bool(
-            _TASK_LINE.match(line) or _THOUGHT_LINE.match(line) or _JOIN.match(stripped)
-        )
-        if self._pending:
-            if not starts_new and not stripped.startswith("```"):
-                self._pending.append(line)
-                self._try_pending(out, final=False)
+        if self._drop is not None:
+            if not self._starts_new(line):
+                self._drop.chars += len(line) + len(nl)
                 return
+            self._end_drop()
+        if self._pending and not self._starts_new(line):
+            self._continue(line, nl, out)
+            return
+        self._text.append(line)
+        self._text.append(nl)
+        if self._pending:
             self._flush_pending(out)
         if not stripped or stripped.startswith("```"):
             return
@@ -198,18 +407,45 @@ class PlanParser:
                 self.join_seen = True
                 self._finish(out)
                 return
-            self._pending = [line]
+            self._pending, self._pending_size = [line], len(line)
+            self._scan = _Scan()
+            self._scan.feed(line)
+            self._missed = 0
             self._try_pending(out, final=False)
             return
         if _CALL_LIKE.match(stripped):
+            shown = _clip(stripped)
             out.append(
                 PlanSyntaxError(
-                    f"plan line {stripped!r} has no task number; write it as 'N. {stripped}'",
+                    f"plan line {shown!r} has no task number; write it as 'N. {shown}'",
                     line=stripped,
                 )
             )
             return
         self.ignored.append(line)
+
+    def _continue(self, line: str, nl: str, out: list[PlanItem]) -> None:
+        """A further line of the open task."""
+        size = self._pending_size + 1 + len(line)
+        if size > self.max_line_chars:
+            out.append(self._too_long(self._pending_id(), self._pending[0]))
+            self._pending = []
+            self._drop = _Dropped(line[:_HEAD], len(line) + len(nl), task=True)
+            return
+        self._text.append(line)
+        self._text.append(nl)
+        self._pending.append(line)
+        self._pending_size = size
+        self._scan.feed(line)
+        if self._scan.open or size < 2 * self._missed:
+            return  # cannot be complete yet: parsing now would only cost time
+        self._try_pending(out, final=False)
+
+    def _pending_id(self) -> int:
+        m = _TASK_LINE.match(self._pending[0])
+        if m is None:  # pragma: no cover - pending always starts with a task line
+            raise RuntimeError("internal: pending plan text is not a task line")
+        return int(m.group(1))
 
     def _flush_pending(self, out: list[PlanItem]) -> None:
         if self._pending:
@@ -219,15 +455,17 @@ class PlanParser:
         source = "\n".join(self._pending)
         m = _TASK_LINE.match(source)
         if m is None:  # pragma: no cover - pending always starts with a task line
-            raise RuntimeError(f"internal: pending plan text {source!r} is not a task line")
+            raise RuntimeError("internal: pending plan text is not a task line")
         task_id, body = int(m.group(1)), m.group(2).strip()
         try:
             item: PlanItem = self._parse_task(task_id, body)
         except _Unfinished as exc:
             if not final:
+                if not self._scan.open:  # the scan thought it closed: parse again less often
+                    self._missed = len(source)
                 return
             item = PlanSyntaxError(
-                f"task {task_id}: {exc.reason} in {body!r} (is a ')' or quote missing?)",
+                f"task {task_id}: {exc.reason} in {_clip(body)!r} (is a ')' or quote missing?)",
                 line=source.strip(),
                 task_id=task_id,
             )
@@ -257,20 +495,20 @@ class PlanParser:
             if _UNFINISHED.search(msg):
                 raise _Unfinished(msg) from None
             raise PlanSyntaxError(
-                f'task {task_id}: {body!r} is not a call like tool("text", key=1) ({msg})',
+                f'task {task_id}: {_clip(body)!r} is not a call like tool("text", key=1) ({msg})',
                 line=line,
                 task_id=task_id,
             ) from None
         except (ValueError, RecursionError, MemoryError) as exc:
             raise PlanSyntaxError(
-                f"task {task_id}: cannot parse {body[:200]!r} ({type(exc).__name__})",
+                f"task {task_id}: cannot parse {_clip(body)!r} ({type(exc).__name__})",
                 line=line,
                 task_id=task_id,
             ) from None
         call = tree.body
         if not isinstance(call, ast.Call) or not isinstance(call.func, ast.Name):
             raise PlanSyntaxError(
-                f'task {task_id}: {body!r} is not a single tool call like tool("text")',
+                f'task {task_id}: {_clip(body)!r} is not a single tool call like tool("text")',
                 line=line,
                 task_id=task_id,
             )
@@ -366,6 +604,80 @@ class PlanParser:
         )
 
 
+_CODE_STOP = re.compile(r"[()\[\]{}'\"#\\]")
+_REF_STOP = re.compile(r"[\"'#$]")
+_IN_STRING = {"'": re.compile(r"[\\']"), '"': re.compile(r'[\\"]')}
+_OPENER = {")": "(", "]": "[", "}": "{"}
+
+
+class _Scan:
+    """Python's bracket and string nesting at the end of a task's text so far.
+
+    A small tokenizer fed each line once, so that a call written over many lines is not parsed
+    again at every line while it certainly cannot be complete (which would cost time quadratic
+    in its length).
+    """
+
+    __slots__ = ("broken", "joined", "quote", "stack")
+
+    def __init__(self) -> None:
+        self.stack: list[str] = []  # open brackets
+        self.quote = ""  # the open string's delimiter: ', ", ''' or """
+        self.broken = False  # an error Python reports whatever follows (a stray closer...)
+        self.joined = False  # the last line ends with a backslash continuing it
+
+    @property
+    def open(self) -> bool:
+        """Whether the text so far ends inside a bracket, a triple-quoted string or a ``\\``
+        line continuation, so that it cannot parse yet."""
+        if self.broken:
+            return False
+        return len(self.quote) == 3 or (not self.quote and (bool(self.stack) or self.joined))
+
+    def feed(self, line: str) -> None:
+        i, n = 0, len(line)
+        stack = self.stack
+        self.joined = False
+        while i < n and not self.broken:
+            if self.quote:
+                found = _IN_STRING[self.quote[0]].search(line, i)
+                if found is None:
+                    return  # the string goes on (a one-quote string here fails to parse)
+                j = found.start()
+                if line[j] == "\\":
+                    i = j + 2
+                elif line.startswith(self.quote, j):
+                    i = j + len(self.quote)
+                    self.quote = ""
+                else:
+                    i = j + 1  # one quote character inside a triple-quoted string
+                continue
+            found = _CODE_STOP.search(line, i)
+            if found is None:
+                return
+            j, c = found.start(), found.group()
+            i = j + 1
+            if c == "#":
+                return  # a comment to the end of the line
+            if c in "([{":
+                stack.append(c)
+                self.broken = len(stack) > _MAX_NESTING
+            elif c in ")]}":
+                self.broken = not stack or stack.pop() != _OPENER[c]
+            elif c == "\\":  # outside strings a backslash may only continue a line
+                self.broken = j + 1 < n
+                self.joined = not self.broken
+            elif line.startswith(c * 3, j):
+                self.quote = c * 3
+                i = j + 3
+            else:
+                self.quote = c
+
+
+def _clip(text: str, limit: int = _CLIP) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
 class _Unfinished(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -390,38 +702,61 @@ def _literal(node: ast.expr, where: str) -> Any:
 def _quote_bare_refs(src: str) -> str:
     """Turn ``$N`` / ``${N}`` written outside string literals into ``"$N"`` string literals.
 
-    A small scanner that knows Python's string quoting, so references inside strings are left
-    for the reference pass and only bare ones are quoted.
+    A small scanner that knows Python's string quoting and comments, so references inside
+    strings are left for the reference pass and only bare ones are quoted.  It jumps from one
+    quote, ``#`` or ``$`` to the next, so its cost is linear in the text.
     """
     out: list[str] = []
     i, n = 0, len(src)
     while i < n:
-        c = src[i]
-        if c in "\"'":
-            quote = src[i : i + 3] if src[i : i + 3] in ('"""', "'''") else c
-            j = i + len(quote)
-            while j < n and not src.startswith(quote, j):
-                j += 2 if src[j] == "\\" else 1
-            j = min(n, j + len(quote))
-            out.append(src[i:j])
-            i = j
-            continue
-        if c == "$":
-            m = re.match(r"\$(?:\{(\d+)\}|(\d+))", src[i:])
-            if m:
-                out.append(f'"{m.group(0)}"')
-                i += m.end()
+        found = _REF_STOP.search(src, i)
+        if found is None:
+            out.append(src[i:])
+            break
+        j, c = found.start(), found.group()
+        out.append(src[i:j])
+        if c == "#":  # a comment, to the end of its line
+            end = src.find("\n", j)
+            end = n if end < 0 else end
+        elif c == "$":
+            ref = _BARE_REF.match(src, j)
+            if ref is None:
+                out.append(c)
+                i = j + 1
                 continue
-        out.append(c)
-        i += 1
+            out.append(f' "{ref.group(0)}" ')  # spaced: never merges with a next quote
+            i = ref.end()
+            continue
+        else:
+            quote = c * 3 if src.startswith(c * 3, j) else c
+            end = j + len(quote)
+            while end < n:
+                stop = _IN_STRING[c].search(src, end)
+                if stop is None:
+                    end = n
+                    break
+                if src[stop.start()] == "\\":
+                    end = stop.start() + 2
+                elif src.startswith(quote, stop.start()):
+                    end = stop.start() + len(quote)
+                    break
+                else:
+                    end = stop.start() + 1
+            end = min(n, end)
+        out.append(src[j:end])
+        i = end
     return "".join(out)
 
 
 def parse_plan(
-    text: str, tools: Collection[str], *, prior_ids: Iterable[int] = ()
+    text: str,
+    tools: Collection[str],
+    *,
+    prior_ids: Iterable[int] = (),
+    max_line_chars: int = DEFAULT_MAX_LINE_CHARS,
 ) -> tuple[list[PlanItem], PlanParser]:
-    """Parse a whole plan at once (the same result as streaming it)."""
-    parser = PlanParser(tools, prior_ids=prior_ids)
+    """Parse a whole plan at once (the same result as streaming it, however split)."""
+    parser = PlanParser(tools, prior_ids=prior_ids, max_line_chars=max_line_chars)
     items = parser.feed(text)
     items += parser.close()
     return items, parser
