@@ -216,14 +216,16 @@ class FakeAnthropicServer(FakeHTTPServer):
 
     def write_error_event(self, out: StreamWriter, stream: Stream) -> None:
         kind = stream.error_type if isinstance(stream, MessageStream) else "overloaded_error"
-        message = "Overloaded" if kind == "overloaded_error" else f"fake {kind}"
+        message = stream.error_message or (
+            "Overloaded" if kind == "overloaded_error" else f"fake {kind}"
+        )
         out.event({"type": "error", "error": {"type": kind, "message": message}}, "error")
 
     def write_malformed_event(self, out: StreamWriter, stream: Stream) -> None:
-        out.write_chunk(
-            b"event: content_block_delta\n"
-            b'data: {"type": "content_block_delta", "index": 0, "delta": {"type": "text_d\n\n'
+        data = stream.malformed_data or (
+            '{"type": "content_block_delta", "index": 0, "delta": {"type": "text_d'
         )
+        out.write_chunk(b"event: content_block_delta\ndata: " + data.encode() + b"\n\n")
 
     def error_body(self, status: Status) -> dict[str, Any]:
         kind = _ERROR_TYPES.get(status.status, "api_error")

@@ -60,6 +60,11 @@ class Stream:
     - ``end_after=K``: end the body cleanly after K chunks, without the closing events.
     - ``stall_after=K``: after K chunks send nothing for ``stall`` seconds, then go on.
 
+    ``cut_with`` is raw text written just before a ``cut_after`` cut, as the start of a body
+    chunk that never ends (a half-sent event); ``error_message`` is the message of the
+    ``error_after`` event and ``malformed_data`` the data of the ``malformed_after`` event
+    (both with the provider's defaults when empty), e.g. to echo a key in them.
+
     ``delay`` seconds pass between text chunks.  ``tool_calls`` are ``(name, arguments JSON)``
     native tool calls sent after the text (OpenAI deltas, Anthropic tool_use blocks).
     """
@@ -74,6 +79,9 @@ class Stream:
     stall: float = 0.0
     error_after: int | None = None
     end_after: int | None = None
+    cut_with: str = ""
+    error_message: str = ""
+    malformed_data: str = ""
 
 
 @dataclass(frozen=True)
@@ -237,6 +245,10 @@ class StreamWriter(BaseHTTPRequestHandler):
         if stream.stall_after == sent:
             fake.wait(stream.stall)
         if stream.cut_after == sent:
+            if stream.cut_with:
+                data = stream.cut_with.encode()
+                self.wfile.write(b"%x\r\n%s" % (len(data) + 64, data))  # promises more
+                self.wfile.flush()
             self.connection.shutdown(socket.SHUT_RDWR)
             raise _FaultInjected
         if stream.end_after == sent:

@@ -114,10 +114,12 @@ class FakeOpenAIServer(FakeHTTPServer):
         out.write_chunk(b"data: [DONE]\n\n")
 
     def write_error_event(self, out: StreamWriter, stream: Stream) -> None:
-        out.event({"error": {"message": "fake server overloaded", "type": "server_error"}})
+        message = stream.error_message or "fake server overloaded"
+        out.event({"error": {"message": message, "type": "server_error"}})
 
     def write_malformed_event(self, out: StreamWriter, stream: Stream) -> None:
-        out.write_chunk(b'data: {"id": "chatcmpl-fake", "choices": [{"delta": \n\n')
+        data = stream.malformed_data or '{"id": "chatcmpl-fake", "choices": [{"delta": '
+        out.write_chunk(b"data: " + data.encode() + b"\n\n")
 
     def error_body(self, status: Status) -> dict[str, Any]:
         return {

@@ -297,7 +297,7 @@ async def test_persistent_server_error(anthropic_server: FakeAnthropicServer) ->
     assert anthropic_server.base_url in str(err)
     assert "provider error" in str(err)
     assert "req_fake0123456789" in str(err)  # the request id, for a support ticket
-    assert isinstance(err.__cause__, anthropic.InternalServerError)
+    assert issubclass(err.__cause__.error_class, anthropic.InternalServerError)
     assert len(anthropic_server.requests) == 2
     assert SECRET not in str(err)
 
@@ -309,7 +309,7 @@ async def test_overloaded(anthropic_server: FakeAnthropicServer) -> None:
     assert info.value.status_code == 529
     assert "overloaded" in str(info.value)
     assert "after 1 retry" in str(info.value)
-    assert isinstance(info.value.__cause__, anthropic.OverloadedError)
+    assert issubclass(info.value.__cause__.error_class, anthropic.OverloadedError)
     assert len(anthropic_server.requests) == 2
 
 
@@ -355,7 +355,7 @@ async def test_connection_refused() -> None:
     assert url in str(info.value)
     assert "could not reach" in str(info.value)
     assert SECRET not in str(info.value)
-    assert isinstance(info.value.__cause__, anthropic.APIConnectionError)
+    assert issubclass(info.value.__cause__.error_class, anthropic.APIConnectionError)
 
 
 async def test_server_that_never_answers_times_out(anthropic_server: FakeAnthropicServer) -> None:
@@ -366,7 +366,7 @@ async def test_server_that_never_answers_times_out(anthropic_server: FakeAnthrop
         await collect(model)
     assert time.perf_counter() - start < 3
     assert "did not answer within 0.3s" in str(info.value)
-    assert isinstance(info.value.__cause__, anthropic.APITimeoutError)
+    assert issubclass(info.value.__cause__.error_class, anthropic.APITimeoutError)
 
 
 async def test_server_that_hangs_up_before_answering(anthropic_server: FakeAnthropicServer) -> None:
@@ -387,7 +387,7 @@ async def test_stream_cut_midway(anthropic_server: FakeAnthropicServer) -> None:
     assert model.name in message
     assert SECRET not in message
     # The SDK lets the transport's error through mid-stream; the model maps it.
-    assert isinstance(info.value.__cause__, httpx2.TransportError)
+    assert issubclass(info.value.__cause__.error_class, httpx2.TransportError)
     assert len(anthropic_server.requests) == 1  # mid-stream failures are not retried
 
 
@@ -399,7 +399,7 @@ async def test_malformed_event(anthropic_server: FakeAnthropicServer) -> None:
     assert events == ["Hi"]
     assert "malformed" in str(info.value)
     assert "2 characters" in str(info.value)
-    assert isinstance(info.value.__cause__, json.JSONDecodeError)
+    assert issubclass(info.value.__cause__.error_class, json.JSONDecodeError)
 
 
 async def test_error_event_mid_stream(anthropic_server: FakeAnthropicServer) -> None:
@@ -411,7 +411,7 @@ async def test_error_event_mid_stream(anthropic_server: FakeAnthropicServer) -> 
     message = str(info.value)
     assert "overloaded_error mid-stream after 5 characters" in message
     assert "try again later" in message
-    assert isinstance(info.value.__cause__, anthropic.APIStatusError)
+    assert issubclass(info.value.__cause__.error_class, anthropic.APIStatusError)
     assert len(anthropic_server.requests) == 1
 
 

@@ -31,7 +31,17 @@ from .._errors import (
 )
 from .._tokens import estimate_tokens
 from ._base import Message, Model, StopFilter, TokenUsage, ToolCall
-from ._http import check_base_url, plural, redact_url, scrub
+from ._http import (
+    Secrets,
+    check_base_url,
+    plural,
+    redact_url,
+    response_hook,
+    retry_refused,
+    tries_text,
+    url_secrets,
+    with_cause,
+)
 
 __all__ = ["AnthropicModel"]
 
@@ -199,8 +209,11 @@ class AnthropicModel(Model):
     Each :meth:`stream` call uses a fresh HTTP client that is closed when the stream ends;
     pass your own ``client`` (an ``anthropic.AsyncAnthropic``) to share a connection pool, used
     as is, with its own base URL, key, retries and timeout, and closed by you.  Failed
-    requests are retried by the SDK (``max_retries``, honouring ``retry-after``) before the
-    stream starts; once text flows, failures are not retried.
+    requests are retried by the SDK (``max_retries``, honouring ``retry-after`` of up to
+    60 s; an answer asking for a longer wait is not retried) before the stream starts; once
+    text flows, failures are not retried.  Errors say how many requests were made, and
+    neither they nor their ``__cause__`` (a scrubbed
+    :class:`~dagcall.models._http.ProviderError`, never the SDK's exception) hold the key.
     """
 
     def __init__(
@@ -248,10 +261,15 @@ class AnthropicModel(Model):
                         "Anthropic-compatible server"
                     )
                 key = PLACEHOLDER_API_KEY
-            self._secrets: tuple[str, ...] = (key,)
+            self._api_key = key
+            self._secrets = Secrets([key, *url_secrets(base_url)])
         else:
-            self._secrets = tuple(
-                s for s in (client.api_key, client.auth_token) if isinstance(s, str) and s
+            self._api_key = ""
+            self._secrets = Secrets(
+                [
+                    *(s for s in (client.api_key, client.auth_token) if isinstance(s, str)),
+                    *url_secrets(str(client.base_url)),
+                ]
             )
 
         self.model = model
@@ -323,12 +341,16 @@ class AnthropicModel(Model):
             events = await self._open(client, system, payload, stops, max_tokens, tools)
             try:
                 while True:
+                    failure: ModelStreamError | None = None
                     try:
                         text = state.read(await events.__anext__())
                     except StopAsyncIteration:
                         break
                     except Exception as exc:  # anything raised here is a stream failure
-                        raise self._stream_error(client, exc, sum(map(len, received))) from exc
+                        failure = self._stream_error(client, exc, sum(map(len, received)))
+                        failure = with_cause(failure, exc, self._secrets)
+                    if failure is not None:
+                        raise failure  # outside the except: the SDK error is not its context
                     if not text:
                         continue
                     received.append(text)
@@ -373,18 +395,23 @@ class AnthropicModel(Model):
     def _new_client(self) -> AsyncAnthropic:
         try:
             return AsyncAnthropic(
-                api_key=self._secrets[0],
+                api_key=self._api_key,
                 base_url=self.base_url,
                 max_retries=self.max_retries,
                 timeout=self.timeout,
-                http_client=anthropic.DefaultAsyncHttpxClient(verify=_ssl_context()),
+                http_client=anthropic.DefaultAsyncHttpxClient(
+                    verify=_ssl_context(),
+                    event_hooks={"response": [response_hook(self._secrets)]},
+                ),
             )
         except Exception as exc:  # e.g. SSL_CERT_FILE naming a missing file
-            raise ModelError(
+            error = ModelError(
                 f"{self.name}: could not set up the HTTP client: "
                 f"{type(exc).__name__}: {self._detail(exc)}",
                 model=self.name,
-            ) from exc
+            )
+            error = with_cause(error, exc, self._secrets)
+        raise error  # outside the except: the original error is not its context
 
     async def _open(
         self,
@@ -410,36 +437,42 @@ class AnthropicModel(Model):
                 # No longer an SDK parameter, and refused by the current API version.
                 extra_body=None if self.temperature is None else {"temperature": self.temperature},
             )
-        except anthropic.APIStatusError as exc:
-            raise self._status_error(client, exc) from exc
-        except anthropic.APITimeoutError as exc:
-            raise ModelConnectionError(
+        except Exception as exc:
+            error = with_cause(self._request_error(client, exc), exc, self._secrets)
+        raise error  # outside the except: the SDK error is not its context
+
+    def _request_error(self, client: AsyncAnthropic, exc: Exception) -> ModelError:
+        """The ModelError for a request that failed before its stream started."""
+        if isinstance(exc, anthropic.APIStatusError):
+            return self._status_error(client, exc)
+        if isinstance(exc, anthropic.APITimeoutError):
+            return ModelConnectionError(
                 f"{self.name}: {self._url(client)} did not answer within "
-                f"{self._timeout_text(client)} (tried {plural(client.max_retries + 1, 'time')}); "
-                "check that the server is up and not overloaded, or raise timeout=",
+                f"{self._timeout_text(client)}{self._tries(client, exc, None)}; check that the "
+                "server is up and not overloaded, or raise timeout=",
                 model=self.name,
-            ) from exc
-        except anthropic.APIConnectionError as exc:
+            )
+        if isinstance(exc, anthropic.APIConnectionError):
             reason = self._scrub(str(exc.__cause__ or exc)) or type(exc.__cause__).__name__
-            raise ModelConnectionError(
-                f"{self.name}: could not reach {self._url(client)} ({reason}; tried "
-                f"{plural(client.max_retries + 1, 'time')}); check the network, that the "
-                "server is running and that base_url is right",
+            return ModelConnectionError(
+                f"{self.name}: could not reach {self._url(client)} ({reason})"
+                f"{self._tries(client, exc, None)}; check the network, that the server is "
+                "running and that base_url is right",
                 model=self.name,
-            ) from exc
-        except Exception as exc:  # whatever else the SDK or its transport raised
-            raise ModelError(
-                f"{self.name}: request to {self._url(client)} failed: "
-                f"{type(exc).__name__}: {self._detail(exc)}",
-                model=self.name,
-            ) from exc
+            )
+        # whatever else the SDK or its transport raised
+        return ModelError(
+            f"{self.name}: request to {self._url(client)} failed: "
+            f"{type(exc).__name__}: {self._detail(exc)}",
+            model=self.name,
+        )
 
     def _status_error(
         self, client: AsyncAnthropic, exc: anthropic.APIStatusError
     ) -> ModelHTTPError:
         code = exc.status_code
         url = self._url(client)
-        retries = plural(client.max_retries, "retry")
+        tries = self._tries(client, exc, code)
         detail = self._detail(exc)
         if code == 400 and any(name in detail for name in _SAMPLING_FIELDS):
             what = (
@@ -459,19 +492,19 @@ class AnthropicModel(Model):
                 "check the model name, and that base_url is the server's root (without /v1)"
             )
         elif code == 429:
-            what = (
-                f"rate limited by {url} (HTTP 429) after {retries}; lower the concurrency, "
-                "wait, or raise max_retries"
+            advice = (
+                "wait and try again later"
+                if retry_refused(exc)
+                else "lower the concurrency, wait, or raise max_retries"
             )
+            what = f"rate limited by {url} (HTTP 429){tries}; {advice}"
         elif code == 529:
-            what = (
-                f"{url} is overloaded (HTTP 529) after {retries}; try again later or raise "
-                "max_retries"
-            )
+            advice = "try again later" + ("" if retry_refused(exc) else " or raise max_retries")
+            what = f"{url} is overloaded (HTTP 529){tries}; {advice}"
         elif code >= 500:
-            what = f"provider error at {url} (HTTP {code}) after {retries}; try again later"
+            what = f"provider error at {url} (HTTP {code}){tries}; try again later"
         else:
-            what = f"{url} rejected the request (HTTP {code})"
+            what = f"{url} rejected the request (HTTP {code}){tries}"
         return ModelHTTPError(
             f"{self.name}: {what}: {detail}{self._request_id(exc)}",
             model=self.name,
@@ -524,14 +557,13 @@ class AnthropicModel(Model):
         request_id = exc.request_id
         return f" (request id {self._scrub(request_id)})" if request_id else ""
 
+    def _tries(self, client: AsyncAnthropic, exc: Exception, status: int | None) -> str:
+        return tries_text(exc, status, client.max_retries, own_client=self._client is None)
+
     def _scrub(self, text: str) -> str:
-        for secret in self._secrets:
-            text = scrub(text, secret)
-        return text
+        return self._secrets.scrub(text)
 
     def _detail(self, exc: BaseException) -> str:
         message = getattr(exc, "api_message", None) or getattr(exc, "message", None) or exc
-        text = self._scrub(str(message)).strip()
-        if len(text) > _DETAIL_LIMIT:
-            text = text[: _DETAIL_LIMIT - 3] + "..."
+        text = self._secrets.scrub(str(message), _DETAIL_LIMIT).strip()
         return text or type(exc).__name__

@@ -27,7 +27,17 @@ from .._errors import (
 )
 from .._tokens import estimate_tokens
 from ._base import Message, Model, StopFilter, TokenUsage, ToolCall
-from ._http import check_base_url, plural, redact_url, scrub
+from ._http import (
+    Secrets,
+    check_base_url,
+    plural,
+    redact_url,
+    response_hook,
+    retry_refused,
+    tries_text,
+    url_secrets,
+    with_cause,
+)
 
 __all__ = ["OpenAIModel"]
 
@@ -132,7 +142,10 @@ class OpenAIModel(Model):
     used as is, with its own base URL, key, retries and timeout, and you close it.
 
     Failed requests are retried by the SDK (``max_retries``, with backoff that honours
-    ``Retry-After``) before the stream starts; once text flows, failures are not retried.
+    ``Retry-After`` of up to 60 s; an answer asking for a longer wait is not retried) before
+    the stream starts; once text flows, failures are not retried.  Errors say how many
+    requests were made, and neither they nor their ``__cause__`` (a scrubbed
+    :class:`~dagcall.models._http.ProviderError`, never the SDK's exception) hold the key.
     Up to four stop sequences are sent to the server, and all of them are also applied
     locally, as some servers ignore ``stop``.  ``temperature=None`` leaves the server's
     default; ``extra_body`` adds provider-specific request fields.  Set
@@ -177,8 +190,10 @@ class OpenAIModel(Model):
                     )
                 key = PLACEHOLDER_API_KEY
             self._api_key = key
+            self._secrets = Secrets([key, *url_secrets(base_url)])
         else:
             self._api_key = client.api_key if isinstance(client.api_key, str) else ""
+            self._secrets = Secrets([self._api_key, *url_secrets(str(client.base_url))])
 
         self.model = model
         self.base_url = base_url
@@ -256,6 +271,7 @@ class OpenAIModel(Model):
             chunks = await self._open(client, payload, stops, max_tokens, tools)
             try:
                 while True:
+                    failure: ModelStreamError | None = None
                     try:
                         chunk = await chunks.__anext__()
                         text = _chunk_text(chunk)
@@ -265,7 +281,10 @@ class OpenAIModel(Model):
                     except StopAsyncIteration:
                         break
                     except Exception as exc:  # anything raised here is a stream failure
-                        raise self._stream_error(client, exc, sum(map(len, received))) from exc
+                        failure = self._stream_error(client, exc, sum(map(len, received)))
+                        failure = with_cause(failure, exc, self._secrets)
+                    if failure is not None:
+                        raise failure  # outside the except: the SDK error is not its context
                     if not text:
                         continue
                     received.append(text)
@@ -321,14 +340,19 @@ class OpenAIModel(Model):
                 base_url=self.base_url,
                 max_retries=self.max_retries,
                 timeout=self.timeout,
-                http_client=openai.DefaultAsyncHttpxClient(verify=_ssl_context()),
+                http_client=openai.DefaultAsyncHttpxClient(
+                    verify=_ssl_context(),
+                    event_hooks={"response": [response_hook(self._secrets)]},
+                ),
             )
         except Exception as exc:  # e.g. SSL_CERT_FILE naming a missing file
-            raise ModelError(
+            error = ModelError(
                 f"{self.name}: could not set up the HTTP client: "
                 f"{type(exc).__name__}: {self._detail(exc)}",
                 model=self.name,
-            ) from exc
+            )
+            error = with_cause(error, exc, self._secrets)
+        raise error  # outside the except: the original error is not its context
 
     async def _open(
         self,
@@ -356,34 +380,40 @@ class OpenAIModel(Model):
                 parallel_tool_calls=True if tools else omit,
                 extra_body=self.extra_body,
             )
-        except openai.APIStatusError as exc:
-            raise self._status_error(client, exc) from exc
-        except openai.APITimeoutError as exc:
-            raise ModelConnectionError(
+        except Exception as exc:
+            error = with_cause(self._request_error(client, exc), exc, self._secrets)
+        raise error  # outside the except: the SDK error is not its context
+
+    def _request_error(self, client: AsyncOpenAI, exc: Exception) -> ModelError:
+        """The ModelError for a request that failed before its stream started."""
+        if isinstance(exc, openai.APIStatusError):
+            return self._status_error(client, exc)
+        if isinstance(exc, openai.APITimeoutError):
+            return ModelConnectionError(
                 f"{self.name}: {self._url(client)} did not answer within "
-                f"{self._timeout_text(client)} (tried {plural(client.max_retries + 1, 'time')}); "
-                "check that the server is up and not overloaded, or raise timeout=",
+                f"{self._timeout_text(client)}{self._tries(client, exc, None)}; check that the "
+                "server is up and not overloaded, or raise timeout=",
                 model=self.name,
-            ) from exc
-        except openai.APIConnectionError as exc:
+            )
+        if isinstance(exc, openai.APIConnectionError):
             reason = self._scrub(str(exc.__cause__ or exc)) or type(exc.__cause__).__name__
-            raise ModelConnectionError(
-                f"{self.name}: could not reach {self._url(client)} ({reason}; tried "
-                f"{plural(client.max_retries + 1, 'time')}); check that the server is running "
-                "and that base_url is right",
+            return ModelConnectionError(
+                f"{self.name}: could not reach {self._url(client)} ({reason})"
+                f"{self._tries(client, exc, None)}; check that the server is running and that "
+                "base_url is right",
                 model=self.name,
-            ) from exc
-        except Exception as exc:  # whatever else the SDK or its transport raised
-            raise ModelError(
-                f"{self.name}: request to {self._url(client)} failed: "
-                f"{type(exc).__name__}: {self._detail(exc)}",
-                model=self.name,
-            ) from exc
+            )
+        # whatever else the SDK or its transport raised
+        return ModelError(
+            f"{self.name}: request to {self._url(client)} failed: "
+            f"{type(exc).__name__}: {self._detail(exc)}",
+            model=self.name,
+        )
 
     def _status_error(self, client: AsyncOpenAI, exc: openai.APIStatusError) -> ModelHTTPError:
         code = exc.status_code
         url = self._url(client)
-        retries = plural(client.max_retries, "retry")
+        tries = self._tries(client, exc, code)
         if code == 401:
             what = (
                 f"{url} rejected the API key (HTTP 401); check OPENAI_API_KEY or the api_key "
@@ -397,14 +427,16 @@ class OpenAIModel(Model):
                 "check the model name and that base_url ends in /v1"
             )
         elif code == 429:
-            what = (
-                f"rate limited by {url} (HTTP 429) after {retries}; lower the concurrency, "
-                "wait, or raise max_retries"
+            advice = (
+                "wait and try again later"
+                if retry_refused(exc)
+                else "lower the concurrency, wait, or raise max_retries"
             )
+            what = f"rate limited by {url} (HTTP 429){tries}; {advice}"
         elif code >= 500:
-            what = f"provider error at {url} (HTTP {code}) after {retries}; try again later"
+            what = f"provider error at {url} (HTTP {code}){tries}; try again later"
         else:
-            what = f"{url} rejected the request (HTTP {code})"
+            what = f"{url} rejected the request (HTTP {code}){tries}"
         return ModelHTTPError(
             f"{self.name}: {what}: {self._detail(exc)}", model=self.name, status_code=code
         )
@@ -444,11 +476,12 @@ class OpenAIModel(Model):
             return f"{timeout.read:g}s"
         return "the timeout"
 
+    def _tries(self, client: AsyncOpenAI, exc: Exception, status: int | None) -> str:
+        return tries_text(exc, status, client.max_retries, own_client=self._client is None)
+
     def _scrub(self, text: str) -> str:
-        return scrub(text, self._api_key)
+        return self._secrets.scrub(text)
 
     def _detail(self, exc: BaseException) -> str:
-        text = self._scrub(str(getattr(exc, "message", None) or exc)).strip()
-        if len(text) > _DETAIL_LIMIT:
-            text = text[: _DETAIL_LIMIT - 3] + "..."
+        text = self._secrets.scrub(str(getattr(exc, "message", None) or exc), _DETAIL_LIMIT).strip()
         return text or type(exc).__name__
