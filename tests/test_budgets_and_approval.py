@@ -50,9 +50,7 @@ def test_max_tokens_per_run() -> None:
     """The budget covers the whole run: a first round within it, the replan over it."""
     replies = ["1. step(1)", "Action: Replan(more)", "2. step(2)", FINISH]
     unlimited = Compiler(model=ScriptedModel(replies), tools=[step]).run("q")
-    first_round = sum(
-        c.input_tokens + c.output_tokens for c in unlimited.usage if c.round == 0
-    )
+    first_round = sum(c.input_tokens + c.output_tokens for c in unlimited.usage if c.round == 0)
     assert unlimited.answer == "done"
     limit = first_round + 50  # less than the replanner's prompt alone
     compiler = Compiler(model=ScriptedModel(replies), tools=[step], max_tokens=limit)
