@@ -143,8 +143,37 @@ def test_a_tools_own_model_calls_stop_the_run_while_other_tasks_still_run() -> N
         run(compiler, hang_guard=10)
     result = info.value.result
     assert result is not None
-    assert result.task(1).status is TaskStatus.DONE  # the tool itself was not made to fail
+    # Its model call was stopped while streaming, so the tool got no reply and failed.
+    assert result.task(1).status is TaskStatus.FAILED
+    assert "while still streaming" in str(result.task(1).error)
     assert result.task(2).status is TaskStatus.CANCELLED
+
+
+def test_a_tools_own_model_that_streams_forever_is_stopped_too() -> None:
+    endless = Endless("and on and on and on ")
+
+    @tool
+    async def ask_forever() -> str:
+        """Asks a model that never stops."""
+        reply = await call_model(endless, [Message("user", "go")])
+        return reply.text
+
+    compiler = Compiler(
+        model=ScriptedModel(["1. ask_forever()", FINISH]),
+        tools=[ask_forever],
+        max_tokens=2000,
+        tool_timeout=None,
+    )
+    with pytest.raises(BudgetError, match="over max_tokens=2,000") as info:
+        run(compiler, hang_guard=30)
+    assert endless.closed
+    result = info.value.result
+    assert result is not None
+    assert result.task(1).status is TaskStatus.FAILED
+    assert "while still streaming" in str(result.task(1).error)
+    tool_call = next(c for c in result.usage if c.role == "tool")
+    assert tool_call.output_tokens > 0  # the partial reply was recorded, so the run saw it
+    assert 2000 - 20 < result.input_tokens + result.output_tokens <= 2000 + 20
 
 
 def test_runs_within_the_budget_are_untouched() -> None:

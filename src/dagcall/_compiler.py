@@ -205,6 +205,7 @@ class _Run:
             record_llm_call=self.add_call,
             approve=compiler.approve,
             on_change=self.task_changed if on_event else None,
+            tokens_left=self.tokens_left if compiler.max_tokens is not None else None,
         )
 
     def emit(self, kind: EventKind, *, task: TaskRecord | None = None, text: str = "") -> None:
@@ -435,6 +436,11 @@ class _Run:
                 value=limit,
             )
             self.budget_spent.set()
+
+    def tokens_left(self) -> int | None:
+        """LLM tokens the run may still spend (for tools' own model calls)."""
+        limit = self.c.max_tokens
+        return None if limit is None else limit - self.tokens_used
 
     def check_budget(self) -> None:
         if self.over_budget is not None:

@@ -4,6 +4,7 @@ model calls that count in the run's usage."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -11,9 +12,10 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Literal
 
+from ._errors import BudgetError
 from ._result import CallRole, LLMCall
 from ._tokens import estimate_tokens
-from .models import Completion, Message, Model, complete
+from .models import Completion, Message, Model, TokenUsage, complete
 
 __all__ = ["ToolContext", "call_model", "current_tool_context", "measured_call"]
 
@@ -25,6 +27,11 @@ StopOutcome = Literal["", "stopped", "abandoned", "terminated"]
 
 def _ignore_call(call: LLMCall) -> None:
     """The usage sink of a context with no run to record into."""
+
+
+def _no_limit() -> int | None:
+    """The token budget left of a context with no run (none)."""
+    return None
 
 
 class _CallControl:
@@ -68,6 +75,8 @@ class ToolContext:
     round: int
     t0: float  # the run's start, perf_counter seconds
     record: Callable[[LLMCall], None] = _ignore_call
+    #: LLM tokens the run may still spend (``max_tokens`` less what it used), or ``None``.
+    tokens_left: Callable[[], int | None] = _no_limit
     _control: _CallControl = field(default_factory=_CallControl, repr=False, compare=False)
 
     @property
@@ -115,7 +124,15 @@ async def call_model(
     started = time.perf_counter() - ctx.t0
     completion: Completion | None = None
     try:
-        completion = await complete(model, messages, stop=stop, max_tokens=max_tokens)
+        if ctx.tokens_left() is None:
+            completion = await complete(model, messages, stop=stop, max_tokens=max_tokens)
+            return completion
+        metered = _Metered(ctx, messages)
+        try:
+            completion = await metered.complete(model, stop=stop, max_tokens=max_tokens)
+        except BudgetError:
+            completion = metered.partial()  # recorded below: the run sees it went over
+            raise
         return completion
     finally:
         ended = time.perf_counter() - ctx.t0
@@ -123,6 +140,55 @@ async def call_model(
             "tool", model, ctx.round, messages, completion, started, ended, task_id=ctx.task_id
         )
         ctx.record(call)
+
+
+class _Metered:
+    """A tool's model call counted chunk by chunk against the run's ``max_tokens``, so a model
+    that streams for ever inside a tool is stopped within one chunk of the limit too."""
+
+    def __init__(self, ctx: ToolContext, messages: Sequence[Message]) -> None:
+        self.ctx = ctx
+        self.messages = messages
+        self.prompt = estimate_tokens(m.content for m in messages)
+        self.streamed = 0
+        self.parts: list[str] = []
+        self.started = time.perf_counter()
+        self.first: float | None = None
+
+    async def complete(
+        self, model: Model, *, stop: Sequence[str], max_tokens: int | None
+    ) -> Completion:
+        usage: TokenUsage | None = None
+        stream = model.stream(self.messages, stop=stop, max_tokens=max_tokens)
+        async with contextlib.aclosing(stream) as events:
+            async for event in events:
+                if isinstance(event, TokenUsage):
+                    usage = event
+                    continue
+                if not event:
+                    continue
+                if self.first is None:
+                    self.first = time.perf_counter() - self.started
+                self.parts.append(event)
+                self.streamed += estimate_tokens(event)
+                left = self.ctx.tokens_left()
+                if left is not None and self.prompt + self.streamed > left:
+                    raise BudgetError(
+                        f"task {self.ctx.task_id} ({self.ctx.tool}): its model call "
+                        f"{model.name} went over the run's max_tokens while still streaming "
+                        "(it was stopped)",
+                        limit="max_tokens",
+                    )
+        return Completion(
+            "".join(self.parts), usage, time.perf_counter() - self.started, self.first
+        )
+
+    def partial(self) -> Completion:
+        """What streamed before the call was stopped, with its metered token counts."""
+        usage = TokenUsage(self.prompt, self.streamed, estimated=True)
+        return Completion(
+            "".join(self.parts), usage, time.perf_counter() - self.started, self.first
+        )
 
 
 def measured_call(

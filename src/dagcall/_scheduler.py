@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ._context import ToolContext, _CallControl, _current
+from ._context import ToolContext, _CallControl, _current, _ignore_call, _no_limit
 from ._errors import (
     ApprovalError,
     DagcallError,
@@ -58,8 +58,10 @@ class Scheduler:
         record_llm_call: Callable[[LLMCall], None] | None = None,
         on_change: Callable[[TaskRecord], None] | None = None,
         approve: Approver | None = None,
+        tokens_left: Callable[[], int | None] | None = None,
     ) -> None:
         self._approve = approve
+        self._tokens_left = tokens_left
         self._tools = tools
         self._record_llm_call = record_llm_call
         self._on_change = on_change
@@ -212,10 +214,14 @@ class Scheduler:
         status = TaskStatus.FAILED
         # Every call gets its context (ids, usage sink, cancellation signal), set in this
         # asyncio task's own context so the tool sees it from its worker thread too.
-        if self._record_llm_call is not None:
-            ctx = ToolContext(record.id, tool.name, record.round, self._t0, self._record_llm_call)
-        else:
-            ctx = ToolContext(record.id, tool.name, record.round, self._t0)
+        ctx = ToolContext(
+            record.id,
+            tool.name,
+            record.round,
+            self._t0,
+            self._record_llm_call or _ignore_call,
+            self._tokens_left or _no_limit,
+        )
         _current.set(ctx)
         control = ctx._control
         try:
