@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import time
 from typing import Any
 
@@ -10,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ._pricing import run_cost
-from ._result import RunEvent, RunResult, TaskRecord, TaskStatus
+from ._result import RunEvent, RunResult, TaskRecord, TaskStatus, json_safe, safe_text
 
 __all__ = ["LiveView", "PlainReporter", "render_result", "summary_line"]
 
@@ -24,14 +26,26 @@ _STATE_STYLE = {
 }
 
 
-def _short(text: str, width: int) -> str:
-    text = " ".join(text.split())
+# Characters that move the cursor, recolour or retitle a terminal, or reorder text (C0 and C1
+# controls other than tab and newline, DEL, and the bidirectional overrides and isolates).
+_UNSHOWABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def _shown(value: object, limit: int | None = 10_000) -> str:
+    """Foreign text (model or tool output) made safe to print: never raises, bounded, no lone
+    surrogates, and control characters written as escapes (``\\x1b``) so they do nothing."""
+    return _UNSHOWABLE.sub(lambda m: ascii(m.group())[1:-1], safe_text(value, limit))
+
+
+def _short(text: object, width: int) -> str:
+    text = " ".join(_shown(text, max(width * 8, 1000)).split())
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _call_args(task: TaskRecord) -> str:
-    _, _, rest = task.call.partition("(")
-    return rest[:-1] if rest.endswith(")") else rest or task.call
+    call = _shown(task.call)
+    _, _, rest = call.partition("(")
+    return rest[:-1] if rest.endswith(")") else rest or call
 
 
 def summary_line(result: RunResult) -> str:
@@ -96,15 +110,19 @@ class LiveView:
         for task in tasks:
             state = task.status
             table.add_row(
-                str(task.id),
-                task.tool or "?",
-                _short(_call_args(task), 60),
-                Text(state.value, style=_STATE_STYLE[state]),
-                self._elapsed(task),
+                Text(_shown(task.id, 20)),
+                Text(_shown(task.tool, 100) or "?"),
+                Text(_short(_call_args(task), 60)),
+                Text(_shown(getattr(state, "value", state), 40), style=_STATE_STYLE.get(state, "")),
+                Text(self._elapsed(task)),
             )
         elapsed = time.perf_counter() - self.started
         header = Text.assemble(
-            ("Q: ", "bold"), self.question, "\n", (f"{self.phase}", "cyan"), f"  {elapsed:.1f}s"
+            ("Q: ", "bold"),
+            _shown(self.question, None),
+            "\n",
+            (f"{self.phase}", "cyan"),
+            f"  {elapsed:.1f}s",
         )
         return Group(header, table)
 
@@ -119,7 +137,8 @@ class PlainReporter:
         task = event.task
         if event.kind == "task" and task is not None and task.status.terminal:
             self.console.print(
-                f"task {task.id} {task.call} {task.status.value} "
+                f"task {_shown(task.id, 20)} {_shown(task.call, 1000)} "
+                f"{_shown(getattr(task.status, 'value', task.status), 40)} "
                 f"{self._time(task)} → {_short(task.observation, 100)}",
                 markup=False,
                 highlight=False,
@@ -136,18 +155,24 @@ class PlainReporter:
 
 def render_result(result: RunResult, console: Console, *, run_id: str | None = None) -> None:
     """The answer and summary after a run (both live and plain output end with this)."""
-    console.print(Text.assemble(("A: ", "bold green"), result.answer or "(no answer)"))
+    console.print(
+        Text.assemble(("A: ", "bold green"), _shown(result.answer, None) or "(no answer)")
+    )
     if result.stop_reason not in ("finish", ""):
-        console.print(f"(stopped: {result.stop_reason})", style="yellow", highlight=False)
+        console.print(
+            f"(stopped: {_shown(result.stop_reason, 200)})",
+            style="yellow",
+            markup=False,
+            highlight=False,
+        )
     console.print(summary_line(result), style="dim", highlight=False)
     if run_id:
         console.print(f"saved as run {run_id}", style="dim", highlight=False)
 
 
 def as_json_ready(result: RunResult, **extra: Any) -> str:
-    """The result's JSON with extra top-level fields (e.g. the run id)."""
-    import json
-
+    """The result's JSON with extra top-level fields (e.g. the run id): strict JSON that
+    encodes as UTF-8, whatever the run's tools returned (see ``dagcall._result.json_safe``)."""
     data = result.to_dict()
-    data.update(extra)
-    return json.dumps(data, indent=2, default=repr, ensure_ascii=False)
+    data.update({name: json_safe(value) for name, value in extra.items()})
+    return json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False)

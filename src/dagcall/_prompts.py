@@ -6,16 +6,18 @@ it is a stable prefix that providers' prompt caches can reuse across questions a
 
 from __future__ import annotations
 
+import html
 import re
+import unicodedata
 from collections.abc import Iterable, Sequence
 from functools import cache, lru_cache
 from importlib import resources
 
-from ._result import Round, TaskRecord
+from ._result import Round, TaskRecord, safe_text
 from ._tools import Tool
 from .models import Message
 
-__all__ = ["joiner_messages", "planner_messages", "render", "template"]
+__all__ = ["fence_safe", "joiner_messages", "planner_messages", "render", "template"]
 
 _PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 
@@ -59,12 +61,12 @@ def planner_messages(
     """Messages for a first plan, or for a replan when ``rounds`` holds the earlier rounds."""
     system = Message("system", planner_system(tuple(tools), examples))
     if not rounds:
-        return [system, Message("user", f"Question: {question}")]
+        return [system, Message("user", f"Question: {fence_safe(question)}")]
     user = render(
         template("planner_replan.md"),
-        question=question,
+        question=fence_safe(question),
         history=history(rounds, records or {}, with_joiner=True),
-        reason=reason or "(no reason given)",
+        reason=fence_safe(reason) or "(no reason given)",
         first_id=str(first_id),
     )
     return [system, Message("user", user)]
@@ -92,7 +94,7 @@ def joiner_messages(
     system = render(template("joiner_system.md"), replan_rule=rule)
     user = render(
         template("joiner_user.md"),
-        question=question,
+        question=fence_safe(question),
         history=history(rounds, records, with_joiner=False),
         final_note=final,
     )
@@ -100,27 +102,140 @@ def joiner_messages(
 
 
 def history(rounds: Iterable[Round], records: dict[int, TaskRecord], *, with_joiner: bool) -> str:
-    """The rounds so far: each plan's thoughts, calls and observations, delimited as data."""
+    """The rounds so far: each plan's thoughts, calls and observations, delimited as data.
+
+    Every piece of model-written text (thoughts, calls, plan problems, the joiner's output)
+    goes through :func:`fence_safe` like the observations do, so that nothing but
+    :func:`observation_element` writes an observation tag.
+    """
     blocks: list[str] = []
     for rnd in rounds:
         lines = [f"Round {rnd.index + 1}:"]
         for task_id in rnd.task_ids:
             rec = records[task_id]
             if rec.thought:
-                lines.append(f"Thought: {rec.thought}")
-            lines.append(f"{rec.id}. {rec.call}")
+                lines.append(f"Thought: {fence_safe(rec.thought)}")
+            lines.append(f"{fence_safe(rec.id)}. {fence_safe(rec.call)}")
             lines.append(observation_element(rec))
         for err in rnd.errors:
             if getattr(err, "task_id", None) is None:
-                lines.append(f"Plan problem: {err.message}")
+                lines.append(f"Plan problem: {fence_safe(err.message)}")
         if rnd.thought:
-            lines.append(f"Thought: {rnd.thought}")
+            lines.append(f"Thought: {fence_safe(rnd.thought)}")
         if with_joiner and rnd.joiner_output:
-            lines.append(f"Joiner: {rnd.joiner_output.strip()}")
+            lines.append(f"Joiner: {fence_safe(rnd.joiner_output).strip()}")
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
 
 
 def observation_element(rec: TaskRecord) -> str:
-    text = rec.observation.replace("</observation", "<\\/observation")
-    return f'<observation task="{rec.id}" status="{rec.status.value}">{text}</observation>'
+    """A task's observation as ``<observation task="N" status="...">text</observation>``: the
+    text cannot close the element or open another (see :func:`fence_safe`), and the
+    attributes cannot leave their quotes."""
+    status = getattr(rec.status, "value", rec.status)
+    return (
+        f'<observation task="{_attribute(rec.id)}" status="{_attribute(status)}">'
+        f"{fence_safe(rec.observation)}</observation>"
+    )
+
+
+# -- keeping tool output and model text inside the observation fences ---------------------
+
+# Look-alikes of "<" and "/" (besides those NFKC maps to them, found below).
+_LESS_THAN = "<\u02c2\u1438\u2039\u2329\u27e8\u276c\u276e\u2770\u29fc\u3008\u00ab\u300a"
+_SLASH = "/\u2044\u2215\u2571\u29f8"
+# Characters that show nothing or only change the one before: format characters (Cf, e.g.
+# zero-width space, joiners, bidirectional controls, tags), combining marks, variation
+# selectors and blank fillers.  They may sit anywhere inside a tag-like string.
+_INVISIBLE = (
+    "\u00ad\u0300-\u036f\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u115f\u1160"
+    "\u17b4\u17b5\u180b-\u180f\u1ab0-\u1aff\u1dc0-\u1dff\u200b-\u200f\u202a-\u202e"
+    "\u2060-\u206f\u20d0-\u20ff\u2800\u3164\ufe00-\ufe0f\ufe20-\ufe2f\ufeff\uffa0"
+    "\ufff9-\ufffb\U000110bd\U000110cd\U00013430-\U0001343f\U0001bca0-\U0001bca3"
+    "\U0001d173-\U0001d17a\U000e0000-\U000e007f\U000e0100-\U000e01ef"
+)
+# Letters that read as those of "observation" without being them: Cyrillic, Greek, Armenian
+# and small-capital look-alikes (NFKC equivalents such as full-width and mathematical
+# letters are added by _tag_pattern).
+_LOOK_ALIKES = {
+    "o": "\u043e\u041e\u03bf\u039f\u0585\u0555\u1d0f",
+    "b": "\u0392\u0412\u0299\u044c\u042c",
+    "s": "\u0455\u0405\ua731",
+    "e": "\u0435\u0415\u0395\u03b5\u1d07",
+    "r": "\u0433\u0280",
+    "v": "\u0475\u0474\u03bd\u1d20",
+    "a": "\u0430\u0410\u0391\u03b1\u1d00",
+    "t": "\u0442\u0422\u03a4\u03c4\u1d1b",
+    "i": "\u0130\u0131\u0456\u0406\u0399\u03b9\u026a\u04cf\u04c0",
+    "n": "\u0578\u0274\u039d",
+}
+# The blocks that hold every character whose NFKC form is one ASCII letter or "<" or "/"
+# (tests/test_observation_fences.py checks this against all of Unicode).
+_COMPATIBILITY_BLOCKS = (
+    (0x0000, 0x0300),
+    (0x1D00, 0x1DC0),
+    (0x2000, 0x2500),
+    (0x2C00, 0x2C80),
+    (0xFE50, 0xFE70),
+    (0xFF00, 0xFFF0),
+    (0x1D400, 0x1D800),
+    (0x1F100, 0x1F200),
+)
+
+
+@cache
+def _compatibility_forms() -> dict[str, str]:
+    """For each ASCII letter, "<" and "/": every character NFKC maps to it (case-folded)."""
+    forms: dict[str, list[str]] = {}
+    for start, end in _COMPATIBILITY_BLOCKS:
+        for point in range(start, end):
+            char = chr(point)
+            folded = unicodedata.normalize("NFKC", char).casefold()
+            if len(folded) == 1 and folded.isascii() and folded != char:
+                forms.setdefault(folded, []).append(char)
+    return {key: "".join(chars) for key, chars in forms.items()}
+
+
+@cache
+def _tag_pattern() -> re.Pattern[str]:
+    forms = _compatibility_forms()
+
+    def cls(chars: str) -> str:
+        return "[" + "".join(re.escape(c) for c in sorted(set(chars))) + "]"
+
+    def letter(c: str) -> str:
+        return cls(c + c.upper() + forms.get(c, "") + _LOOK_ALIKES[c])
+
+    gap = f"[\\s{_INVISIBLE}]*+"
+    name = gap.join(letter(c) for c in "observation")
+    less_than = cls(_LESS_THAN + forms.get("<", ""))
+    slashes = "".join(re.escape(c) for c in _SLASH + forms.get("/", ""))
+    # A "<" look-alike, then any spacing, invisible characters and "/" look-alikes, then the
+    # letters of "observation" in any case or look-alike, with spacing or invisible
+    # characters allowed between them.
+    return re.compile(f"({less_than})(?=[\\s{_INVISIBLE}{slashes}]*+{name})")
+
+
+def fence_safe(text: object) -> str:
+    """``text`` made safe to put inside or next to an observation element.
+
+    Anything that could read as an observation tag -- a ``<`` (or a look-alike such as the
+    full-width ``＜``), then any spacing, invisible characters (zero-width, format, combining)
+    and ``/`` (or look-alikes), then "observation" in any case, in look-alike letters
+    (full-width, mathematical, Cyrillic, Greek ...) and with spacing or invisible characters
+    between its letters -- gets a backslash after its ``<``, so ``</observation>``
+    becomes ``<\\/observation>`` and ``<Observation task="9">`` becomes
+    ``<\\Observation task="9">``; nothing else changes, except that lone surrogates become
+    U+FFFD.  Values that are not strings are rendered by ``observation_text`` first.
+    """
+    return _tag_pattern().sub(_escape_tag, safe_text(text, None))
+
+
+def _escape_tag(match: re.Match[str]) -> str:
+    return match.group(1) + "\\"
+
+
+def _attribute(value: object) -> str:
+    """An attribute value that stays inside its double quotes and on one line."""
+    text = " ".join(safe_text(value, 200).split())
+    return fence_safe(html.escape(text, quote=True))

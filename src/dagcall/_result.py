@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import collections.abc
+import dataclasses
+import itertools
 import json
+import math
+import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 
 from ._errors import DagcallError
 
@@ -16,10 +22,24 @@ __all__ = [
     "RunResult",
     "TaskRecord",
     "TaskStatus",
+    "json_safe",
     "observation_text",
+    "safe_text",
 ]
 
+#: How much of a tool result the joiner and replanner are shown (characters).
 MAX_OBSERVATION_CHARS = 4000
+#: Containers nested deeper than this are replaced by a placeholder, in exports and observations.
+MAX_DEPTH = 100
+#: Per field of ``to_dict``: at most this many container items and characters are exported.
+EXPORT_MAX_ITEMS = 100_000
+EXPORT_MAX_CHARS = 16_000_000
+#: What ``observation_text(value, None)`` allows a value that is not a string (strings are
+#: kept whole: their rendering is linear in their length).
+UNBOUNDED_OBSERVATION_CHARS = 1_000_000
+#: Ints with more decimal digits than this become a placeholder string (Python's default
+#: int/str conversion limit, so ``json.loads`` can read every int dagcall writes).
+MAX_INT_DIGITS = 4300
 
 
 class TaskStatus(StrEnum):
@@ -73,33 +93,31 @@ class TaskRecord:
         if self.status is TaskStatus.DONE:
             return observation_text(self.output)
         if self.error is not None:
-            return f"{type(self.error).__name__}: {self.error.message}"
-        return f"({self.status.value})"
+            return f"{_type_name(self.error)}: {observation_text(_message(self.error))}"
+        return f"({safe_text(_status_value(self.status), 100)})"
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "tool": self.tool,
-            "call": self.call,
-            "round": self.round,
-            "args": list(self.args),
-            "kwargs": self.kwargs,
-            "deps": list(self.deps),
-            "thought": self.thought,
-            "status": self.status.value,
-            "resolved_args": self.resolved_args,
-            "output": self.output,
-            "error": None
-            if self.error is None
-            else {
-                "type": type(self.error).__name__,
-                "message": self.error.message,
-            },
-            "parsed_at": self.parsed_at,
-            "ready_at": self.ready_at,
-            "started_at": self.started_at,
-            "ended_at": self.ended_at,
-        }
+        """Strict JSON data (see :func:`json_safe`), whatever the tool returned."""
+        return _export(
+            {
+                "id": self.id,
+                "tool": self.tool,
+                "call": self.call,
+                "round": self.round,
+                "args": self.args,
+                "kwargs": self.kwargs,
+                "deps": self.deps,
+                "thought": self.thought,
+                "status": _status_value(self.status),
+                "resolved_args": self.resolved_args,
+                "output": self.output,
+                "error": None if self.error is None else _error_dict(self.error),
+                "parsed_at": self.parsed_at,
+                "ready_at": self.ready_at,
+                "started_at": self.started_at,
+                "ended_at": self.ended_at,
+            }
+        )
 
 
 #: Who made a model call: the planner, the joiner, a tool, or a ReAct step.
@@ -126,19 +144,21 @@ class LLMCall:
         return self.ended_at - self.started_at
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "role": self.role,
-            "model": self.model,
-            "round": self.round,
-            "input_tokens": self.input_tokens,
-            "output_tokens": self.output_tokens,
-            "started_at": self.started_at,
-            "ended_at": self.ended_at,
-            "latency": self.latency,
-            "time_to_first_token": self.time_to_first_token,
-            "estimated": self.estimated,
-            "task_id": self.task_id,
-        }
+        return _export(
+            {
+                "role": self.role,
+                "model": self.model,
+                "round": self.round,
+                "input_tokens": self.input_tokens,
+                "output_tokens": self.output_tokens,
+                "started_at": self.started_at,
+                "ended_at": self.ended_at,
+                "latency": _guard(lambda: self.latency),
+                "time_to_first_token": self.time_to_first_token,
+                "estimated": self.estimated,
+                "task_id": self.task_id,
+            }
+        )
 
 
 @dataclass
@@ -157,18 +177,20 @@ class Round:
     replan_reason: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "index": self.index,
-            "plan": self.plan,
-            "task_ids": self.task_ids,
-            "errors": [{"type": type(e).__name__, "message": e.message} for e in self.errors],
-            "thought": self.thought,
-            "joiner_output": self.joiner_output,
-            "decision": self.decision,
-            "joiner_thought": self.joiner_thought,
-            "answer": self.answer,
-            "replan_reason": self.replan_reason,
-        }
+        return _export(
+            {
+                "index": self.index,
+                "plan": self.plan,
+                "task_ids": self.task_ids,
+                "errors": _guard(lambda: [_error_dict(e) for e in self.errors]),
+                "thought": self.thought,
+                "joiner_output": self.joiner_output,
+                "decision": self.decision,
+                "joiner_thought": self.joiner_thought,
+                "answer": self.answer,
+                "replan_reason": self.replan_reason,
+            }
+        )
 
 
 @dataclass
@@ -213,21 +235,27 @@ class RunResult:
         raise KeyError(task_id)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "question": self.question,
-            "answer": self.answer,
-            "stop_reason": self.stop_reason,
-            "wall_time": self.wall_time,
-            "input_tokens": self.input_tokens,
-            "output_tokens": self.output_tokens,
-            "rounds": [r.to_dict() for r in self.rounds],
-            "tasks": [t.to_dict() for t in self.tasks],
-            "usage": [c.to_dict() for c in self.usage],
-        }
+        """The whole result as strict JSON data: every field that holds foreign data (tool
+        results and arguments, model text, error messages) goes through :func:`json_safe`."""
+        data = _export(
+            {
+                "question": self.question,
+                "answer": self.answer,
+                "stop_reason": self.stop_reason,
+                "wall_time": self.wall_time,
+                "input_tokens": _guard(lambda: self.input_tokens),
+                "output_tokens": _guard(lambda: self.output_tokens),
+            }
+        )
+        data["rounds"] = [r.to_dict() for r in self.rounds]
+        data["tasks"] = [t.to_dict() for t in self.tasks]
+        data["usage"] = [c.to_dict() for c in self.usage]
+        return data
 
     def to_json(self, *, indent: int | None = 2) -> str:
-        """The whole result as JSON; values JSON cannot hold are written as their repr."""
-        return json.dumps(self.to_dict(), indent=indent, default=repr, ensure_ascii=False)
+        """The whole result as strict JSON (RFC 8259) that encodes as UTF-8: see
+        :func:`json_safe` for how values JSON cannot hold are written."""
+        return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False, allow_nan=False)
 
 
 EventKind = Literal[
@@ -253,16 +281,411 @@ class RunEvent:
 
 
 def observation_text(value: Any, limit: int | None = MAX_OBSERVATION_CHARS) -> str:
-    """A tool result as text: strings as they are, other values as JSON where possible."""
-    if isinstance(value, str):
-        text = value
-    elif isinstance(value, bool | int | float) or value is None:
-        text = repr(value) if isinstance(value, float) else str(value)
-    else:
-        try:
-            text = json.dumps(value, ensure_ascii=False, default=str)
-        except (TypeError, ValueError):
-            text = repr(value)
-    if limit is not None and len(text) > limit:
-        text = text[:limit] + f"... [{len(text) - limit} more characters]"
+    """A tool result as text: strings as they are, other values as JSON where possible.
+
+    Never raises, for any object (only ``KeyboardInterrupt`` and ``SystemExit`` pass), and
+    does work bounded by ``limit``: a string is cut to ``limit`` characters (``... [N more
+    characters]`` says how many were left); any other value is walked by :func:`json_safe`
+    with a budget of ``limit`` characters and container items, written as compact JSON (or,
+    when it comes out as one string, as that string) and cut the same way (``... [truncated]``
+    when the walk itself left things out).  ``None`` and booleans read ``None``, ``True``,
+    ``False``.  ``limit=None`` keeps strings whole (linear in their length) and allows other
+    values ``UNBOUNDED_OBSERVATION_CHARS`` (1,000,000) characters and ``EXPORT_MAX_ITEMS``
+    items.  Lone surrogates become U+FFFD, so the text always encodes as UTF-8.
+    """
+    try:
+        return _observation(value, limit)
+    except BaseException as exc:  # a hostile object must never stop a run
+        _absorb(exc)
+        return _placeholder(value)
+
+
+def safe_text(value: Any, limit: int | None = MAX_OBSERVATION_CHARS) -> str:
+    """Any value as text that can be shown, stored and encoded as UTF-8 (an alias of
+    :func:`observation_text`, for text that is not a tool result: messages, model text)."""
+    return observation_text(value, limit)
+
+
+JSONValue: TypeAlias = bool | int | float | str | list["JSONValue"] | dict[str, "JSONValue"] | None
+
+
+def json_safe(
+    value: Any,
+    *,
+    max_depth: int = MAX_DEPTH,
+    max_items: int = EXPORT_MAX_ITEMS,
+    max_chars: int = EXPORT_MAX_CHARS,
+) -> JSONValue:
+    """``value`` as data that ``json.dumps(..., allow_nan=False)`` always accepts and whose
+    JSON always encodes as UTF-8.  Never raises, whatever an object's methods raise (only
+    ``KeyboardInterrupt`` and ``SystemExit`` pass), and never does more than bounded work:
+
+    - ``str`` keeps its text, with lone surrogates replaced by U+FFFD; ``None``, ``bool``,
+      finite ``float`` and ``int`` of at most ``MAX_INT_DIGITS`` digits stay as they are.
+      Larger ints become ``"<int of about N digits>"``; non-finite floats become the strings
+      ``"NaN"``, ``"Infinity"`` and ``"-Infinity"``.
+    - ``list``, ``tuple``, ``set``, ``frozenset`` and other sequences and sets become lists;
+      ``dict`` and other mappings, dataclass instances and pydantic models become objects
+      with string keys (non-string keys are rendered as text, e.g. ``(1, 2)`` as
+      ``"[1, 2]"``; keys that would collide get `` (2)``, `` (3)``, ... appended).
+    - ``bytes`` and ``bytearray`` become their ``repr``; anything else its ``str`` (or, if
+      that raises, its ``repr``; if both raise, ``"<unrepresentable TypeName>"``).
+    - A container that contains itself becomes ``"<cycle: TypeName>"``; one nested deeper
+      than ``max_depth`` becomes ``"<TypeName nested deeper than N levels>"``.
+    - At most ``max_items`` container items are visited in all and about ``max_chars``
+      characters produced in all; what is left out is said by a last list item
+      ``"… [N more items]"``, a last key ``"…"`` or a string suffix ``… [N more characters]``.
+
+    The methods of ``str``, ``int``, ``float``, ``list``, ``tuple``, ``dict`` and ``set``
+    subclasses are bypassed: their stored contents are read with the base type's methods.
+    """
+    try:
+        return _Walk(max_depth, max_items, max_chars).value(value, 0)
+    except BaseException as exc:  # e.g. RecursionError when called with the stack nearly full
+        _absorb(exc)
+        return _placeholder(value)
+
+
+# -- the walk behind json_safe and observation_text ----------------------------------------
+
+
+def _observation(value: Any, limit: int | None) -> str:
+    kind = type(value)
+    if issubclass(kind, str):
+        length = str.__len__(value)
+        if limit is None or length <= limit:
+            return _clean(str.__getitem__(value, slice(None)))
+        cut = max(limit, 0)
+        head = _clean(str.__getitem__(value, slice(0, cut)))
+        return f"{head}... [{length - cut} more characters]"
+    if value is None or kind is bool:
+        return repr(value)
+    cap = UNBOUNDED_OBSERVATION_CHARS if limit is None else max(limit, 0)
+    walk = _Walk(MAX_DEPTH, min(cap, EXPORT_MAX_ITEMS), cap)
+    data = walk.value(value, 0)
+    text = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False, allow_nan=False)
+    if len(text) > cap:
+        more = "truncated" if walk.cut else f"{len(text) - cap} more characters"
+        text = f"{text[:cap]}... [{more}]"
     return text
+
+
+def _absorb(exc: BaseException) -> None:
+    """Let what a hostile object raised pass, unless it is an interrupt or an exit: whatever
+    else its methods raise (any exception, even a bare ``BaseException``) is turned into a
+    placeholder by the caller."""
+    if isinstance(exc, KeyboardInterrupt | SystemExit):
+        raise exc
+
+
+def _clean(text: str) -> str:
+    """``text`` (an exact ``str``) with lone surrogates replaced by U+FFFD (surrogate pairs
+    are joined into the character they encode), so that it always encodes as UTF-8."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
+
+
+def _type_name(value: object) -> str:
+    try:
+        name = _QUALNAME.__get__(type(value), type)
+        if type(name) is str:
+            return _clean(name[:200])
+    except BaseException as exc:  # a metaclass can make even this raise
+        _absorb(exc)
+    return "object"
+
+
+_QUALNAME = type.__dict__["__qualname__"]
+
+
+def _placeholder(value: object) -> str:
+    return f"<unrepresentable {_type_name(value)}>"
+
+
+def _guard(get: Callable[[], Any]) -> Any:
+    """``get()``, or a placeholder if it raises (for computed fields of a record)."""
+    try:
+        return get()
+    except BaseException as exc:
+        _absorb(exc)
+        return "<unrepresentable value>"
+
+
+def _message(error: object) -> Any:
+    try:
+        return getattr(error, "message", None)
+    except BaseException as exc:
+        _absorb(exc)
+        return _placeholder(error)
+
+
+def _error_dict(error: object) -> dict[str, Any]:
+    return {"type": _type_name(error), "message": safe_text(_message(error), None)}
+
+
+def _status_value(status: object) -> Any:
+    try:
+        return status.value if isinstance(status, TaskStatus) else status
+    except BaseException as exc:
+        _absorb(exc)
+        return status
+
+
+def _export(fields: dict[str, Any]) -> dict[str, Any]:
+    """Each field through :func:`json_safe` with its own budget, so that one enormous field
+    cannot crowd out the others."""
+    return {name: json_safe(value) for name, value in fields.items()}
+
+
+_SMALL_INT = 1 << 62
+
+
+def _int_digits_limit() -> int:
+    configured = sys.get_int_max_str_digits()
+    return MAX_INT_DIGITS if configured == 0 else min(configured, MAX_INT_DIGITS)
+
+
+class _Walk:
+    """One bounded walk over a value; ``cut`` tells whether anything was left out."""
+
+    __slots__ = ("chars", "cut", "items", "max_depth", "open")
+
+    def __init__(self, max_depth: int, max_items: int, max_chars: int) -> None:
+        self.max_depth = max_depth
+        self.items = max_items  # container items still allowed
+        self.chars = max_chars  # characters still allowed (approximately)
+        self.open: set[int] = set()  # ids of the containers being walked (to find cycles)
+        self.cut = False
+
+    def value(self, value: Any, depth: int) -> JSONValue:
+        kind = type(value)
+        if kind is int and -_SMALL_INT < value < _SMALL_INT:  # the common cases, fast
+            self.chars -= 8
+            return value  # type: ignore[no-any-return]
+        if kind is str and str.__len__(value) < self.chars:
+            self.chars -= str.__len__(value) + 2
+            return _clean(value)
+        try:
+            return self._value(value, kind, depth)
+        except BaseException as exc:
+            _absorb(exc)
+            return _placeholder(value)
+
+    def _value(self, value: Any, kind: type, depth: int) -> JSONValue:
+        if value is None:
+            self.chars -= 4
+            return None
+        if kind is bool:
+            self.chars -= 5
+            return value is True
+        if issubclass(kind, str):
+            return self._str(value)
+        if issubclass(kind, int):
+            return self._int(int.__int__(value))
+        if issubclass(kind, float):
+            return self._float(float.__float__(value))
+        if issubclass(kind, (bytes, bytearray)):
+            base = bytes if issubclass(kind, bytes) else bytearray
+            length = base.__len__(value)
+            cap = max(self.chars, 0)
+            text = repr(bytes(base.__getitem__(value, slice(0, cap))))
+            if length > cap:
+                self.cut = True
+                text += f"… [{length - cap} more bytes]"
+            self.chars -= len(text)
+            return text
+        container = self._container(value, kind)
+        if container is None:
+            return self._str(_text_of(value))
+        if depth >= self.max_depth:
+            self.cut = True
+            return f"<{_type_name(value)} nested deeper than {self.max_depth} levels>"
+        key = id(value)
+        if key in self.open:
+            return f"<cycle: {_type_name(value)}>"
+        self.open.add(key)
+        try:
+            shape, items, total = container
+            self.chars -= 2
+            if shape == "list":
+                return self._list(items, total, depth)
+            return self._dict(items, total, depth)
+        finally:
+            self.open.discard(key)
+
+    @staticmethod
+    def _container(
+        value: Any, kind: type
+    ) -> tuple[Literal["list", "dict"], Iterator[Any], int | None] | None:
+        """How to walk ``value`` if it is a container: its shape, items and length."""
+        if kind is list or kind is tuple:
+            return "list", iter(value), len(value)
+        if kind is dict:
+            return "dict", iter(value.items()), len(value)
+        if issubclass(kind, dict):
+            return "dict", iter(dict.items(value)), dict.__len__(value)
+        for base in (list, tuple, set, frozenset):
+            if issubclass(kind, base):
+                return "list", base.__iter__(value), base.__len__(value)
+        if dataclasses.is_dataclass(kind):
+            names = [f.name for f in dataclasses.fields(kind)]
+            return "dict", ((n, _attribute(value, n)) for n in names), len(names)
+        fields = _pydantic_fields(kind)
+        if fields is not None:
+            extra = getattr(value, "__pydantic_extra__", None)
+            pairs = [(n, _attribute(value, n)) for n in fields]
+            if type(extra) is dict:
+                pairs.extend(itertools.islice(extra.items(), EXPORT_MAX_ITEMS))
+            return "dict", iter(pairs), len(pairs)
+        if issubclass(kind, memoryview):
+            return None
+        if issubclass(kind, collections.abc.Mapping):
+            return "dict", iter(value.items()), None
+        if issubclass(kind, (collections.abc.Sequence, collections.abc.Set)):
+            return "list", iter(value), None
+        return None
+
+    def _list(self, items: Iterator[Any], total: int | None, depth: int) -> list[JSONValue]:
+        out: list[JSONValue] = []
+        try:
+            for item in items:  # self.value never raises: only the iteration can
+                if self.items <= 0 or self.chars <= 0:
+                    self.cut = True
+                    more = "more items" if total is None else _more(total - len(out), "item")
+                    out.append(f"… [{more}]")
+                    return out
+                self.items -= 1
+                self.chars -= 2
+                out.append(self.value(item, depth + 1))
+        except BaseException as exc:
+            _absorb(exc)
+            out.append("<iteration failed>")
+        return out
+
+    def _dict(
+        self, pairs: Iterator[tuple[Any, Any]], total: int | None, depth: int
+    ) -> dict[str, JSONValue]:
+        out: dict[str, JSONValue] = {}
+        suffixes: dict[str, int] = {}
+        try:
+            for key, item in pairs:  # neither _key nor value raises: only the iteration can
+                if self.items <= 0 or self.chars <= 0:
+                    self.cut = True
+                    more = "more entries" if total is None else _more(total - len(out), "entry")
+                    out[self._unique(out, suffixes, "…")] = f"[{more}]"
+                    return out
+                self.items -= 1
+                name = self._unique(out, suffixes, self._key(key))
+                self.chars -= len(name) + 4
+                out[name] = self.value(item, depth + 1)
+        except BaseException as exc:
+            _absorb(exc)
+            out[self._unique(out, suffixes, "…")] = "<iteration failed>"
+        return out
+
+    @staticmethod
+    def _unique(out: dict[str, JSONValue], suffixes: dict[str, int], name: str) -> str:
+        if name not in out:
+            return name
+        n = suffixes.get(name, 1)
+        while True:
+            n += 1
+            candidate = f"{name} ({n})"
+            if candidate not in out:
+                suffixes[name] = n
+                return candidate
+
+    def _key(self, key: Any) -> str:
+        try:
+            kind = type(key)
+            if kind is str and len(key) <= 1000:
+                return _clean(key)
+            if kind is int and -_SMALL_INT < key < _SMALL_INT:
+                return int.__repr__(key)
+            if key is None or kind is bool:
+                return "null" if key is None else "true" if key else "false"
+            if issubclass(kind, str):
+                return _Walk(0, 0, 1000)._str(key)
+            data = _Walk(4, 20, 200).value(key, 0)
+            if isinstance(data, str):
+                return data
+            return json.dumps(data, ensure_ascii=False, allow_nan=False)[:1000]
+        except BaseException as exc:
+            _absorb(exc)
+            return _placeholder(key)
+
+    def _str(self, text: str) -> str:
+        length = str.__len__(text)
+        cap = max(self.chars, 0)
+        if length <= cap:
+            self.chars -= length + 2
+            return _clean(str.__getitem__(text, slice(None)))
+        self.cut = True
+        self.chars = 0
+        return f"{_clean(str.__getitem__(text, slice(0, cap)))}… [{length - cap} more characters]"
+
+    def _int(self, number: int) -> int | str:
+        digits_limit = _int_digits_limit()
+        bits = number.bit_length()
+        if bits < digits_limit * 3:  # below 10**digits_limit
+            self.chars -= bits // 3 + 1
+            return number
+        if bits <= digits_limit * 10 // 3 + 4:  # about 10**digits_limit: count the digits
+            try:
+                digits = len(int.__repr__(number).lstrip("-"))
+            except ValueError:
+                digits = digits_limit + 1
+            if digits <= digits_limit:
+                self.chars -= digits
+                return number
+        self.cut = True
+        self.chars -= 30
+        sign = "negative " if number < 0 else ""
+        return f"<{sign}int of about {int(math.log10(abs(number))) + 1} digits>"
+
+    def _float(self, number: float) -> float | str:
+        self.chars -= 24
+        if math.isfinite(number):
+            return number
+        if number != number:
+            return "NaN"
+        return "Infinity" if number > 0 else "-Infinity"
+
+
+def _more(count: int, noun: str) -> str:
+    plural = noun if count == 1 else ("entries" if noun == "entry" else noun + "s")
+    return f"{count} more {plural}"
+
+
+def _text_of(value: object) -> str:
+    """``str(value)``, else ``repr(value)``, else a placeholder; always an exact ``str``."""
+    for render in (str, repr):
+        try:
+            text = render(value)
+        except BaseException as exc:
+            _absorb(exc)
+            continue  # try the next rendering
+        if isinstance(text, str):
+            return str.__getitem__(text, slice(None))
+    return _placeholder(value)
+
+
+def _attribute(value: object, name: str) -> object:
+    try:
+        return getattr(value, name)
+    except BaseException as exc:
+        _absorb(exc)
+        return _placeholder(value)
+
+
+def _pydantic_fields(kind: type) -> list[str] | None:
+    """The field names of a pydantic (v2) model class, else ``None``."""
+    fields = getattr(kind, "__pydantic_fields__", None)
+    if type(fields) is not dict or not hasattr(kind, "model_dump"):
+        return None
+    return [name for name in fields if type(name) is str]

@@ -384,7 +384,11 @@ class Tool:
             control=control,
             grace=self.cancel_grace,
         )
-        if inspect.isawaitable(value):  # a sync function that returned a coroutine
+        try:
+            awaitable = inspect.isawaitable(value)  # a sync function that returned a coroutine
+        except Exception:  # a result whose __class__ (or its metaclass) raises is just data
+            awaitable = False
+        if awaitable:
             value = await value
         return value
 
