@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.machinery
 import importlib.util
+import io
 import json
+import math
+import os
+import re
 import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 import click
 from rich.console import Console
@@ -25,9 +30,22 @@ from ._result import RunResult
 from ._tools import Tool
 from .models import Model, resolve_model
 
+if TYPE_CHECKING:
+    from ._store import RunStore
+
 __all__ = ["main"]
 
+#: Run ids saved by this invocation, so that a failure at the end can still name them.
+_SAVED: list[str] = []
+
 BUILTIN_TOOLS = ("calculator", "math", "wikipedia")
+#: The largest --examples file read (a device such as /dev/zero never ends).
+MAX_EXAMPLES_BYTES = 10_000_000
+#: What a closed output pipe exits with: 128 + SIGPIPE, as a program the signal stopped.
+EXIT_BROKEN_PIPE = 141
+_NO_ARGS_IS_HELP: Any = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click 8.2+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
 class _Failure(Exception):
@@ -37,6 +55,94 @@ class _Failure(Exception):
         super().__init__(message)
         self.message = message
         self.code = code
+
+
+class _Output(io.TextIOBase):
+    """stdout or stderr as ``main`` hands it to click, rich and tools: it never raises.
+
+    Text the stream's encoding cannot hold (a lone surrogate from a model) is written with
+    replacements; once a write fails (a full disk, a closed pipe) the rest is dropped and the
+    first failure kept in :attr:`failure`, so that a run goes on (and is saved) and ``main``
+    reports the lost output once, at the end.
+    """
+
+    def __init__(self, stream: TextIO | None, replace: str) -> None:
+        super().__init__()
+        self.stream: Any = stream
+        self.replace = replace
+        self.failure: Exception | None = None
+        if stream is None:  # started with the descriptor closed (``>&-``)
+            self.failure = OSError(9, "the stream is closed")
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return str(getattr(self.stream, "encoding", None) or "utf-8")
+
+    @property
+    def errors(self) -> str:  # type: ignore[override]
+        return self.replace
+
+    def isatty(self) -> bool:
+        try:
+            return bool(self.stream.isatty())
+        except (OSError, ValueError, AttributeError):
+            return False
+
+    def fileno(self) -> int:
+        if self.stream is None:
+            raise io.UnsupportedOperation("the stream is closed")
+        return int(self.stream.fileno())
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        if self.failure is None:
+            try:
+                try:
+                    self.stream.write(text)
+                except UnicodeEncodeError:
+                    encoding = self.encoding
+                    self.stream.write(
+                        text.encode(encoding, self.replace).decode(encoding, "replace")
+                    )
+            except (OSError, ValueError) as exc:
+                self.failure = exc
+        return len(text)
+
+    def flush(self) -> None:
+        if self.failure is None:
+            try:
+                self.stream.flush()
+            except (OSError, ValueError) as exc:
+                self.failure = exc
+
+
+def _one_line(text: str, limit: int = 4000) -> str:
+    """A message as one printable line: newlines and runs of space become one space, terminal
+    control characters their escapes, lone surrogates U+FFFD; at most ``limit`` characters."""
+    if len(text) > 4 * limit:
+        text = text[: 4 * limit]
+    text = " ".join(_SURROGATE.sub("\ufffd", text).split())
+    text = _CONTROL.sub(lambda m: ascii(m.group())[1:-1], text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _describe(exc: BaseException) -> str:
+    """``Type: message`` for an exception, on one line; an exception group by its first
+    exception."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    if isinstance(exc, SystemExit):
+        return f"SystemExit({exc.code!r}) (sys.exit was called)"
+    try:
+        message = str(exc)
+    except Exception:  # a hostile __str__
+        message = ""
+    name = type(exc).__name__
+    return _one_line(f"{name}: {message}" if message else name)
 
 
 def _stderr() -> Console:
@@ -54,25 +160,73 @@ def _fail(message: str, code: int = 1) -> NoReturn:
     raise _Failure(message, code)
 
 
+def _finite_seconds(ctx: click.Context, param: click.Parameter, value: float | None) -> Any:
+    """A float option: NaN is refused; infinity means no limit (``None``) for --timeout."""
+    if value is None:
+        return None
+    if math.isnan(value):
+        raise click.BadParameter("must be a number, not NaN")
+    if math.isinf(value):
+        if param.name == "timeout":
+            return None
+        raise click.BadParameter("must be a finite number")
+    return value
+
+
 # -- building a compiler from options ---------------------------------------------------------
 
 
 def load_tools_file(path: Path) -> list[Tool]:
-    """Every :class:`~dagcall.Tool` defined at the top level of a Python file."""
-    if not path.is_file():
+    """Every :class:`~dagcall.Tool` defined at the top level of a Python file.
+
+    Whatever importing the file raises, ``sys.exit()``, ``KeyboardInterrupt`` and other
+    ``BaseException`` included, becomes a one-line failure naming the file.
+    """
+    if path.is_dir():
+        _fail(f"tools file {path} is a folder, not a Python file")
+    if not path.exists():
         _fail(f"tools file {path} does not exist")
-    spec = importlib.util.spec_from_file_location(f"dagcall_user_tools_{path.stem}", path)
-    if spec is None or spec.loader is None:
+    if not path.is_file():
+        _fail(f"tools file {path} is not a regular file")
+    name = f"dagcall_user_tools_{re.sub(r'[^0-9A-Za-z_]', '_', path.stem)}_{len(sys.modules)}"
+    loader = importlib.machinery.SourceFileLoader(name, os.fspath(path))
+    spec = importlib.util.spec_from_file_location(name, path, loader=loader)
+    if spec is None:
         _fail(f"{path} cannot be imported as a Python module")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses and pickling look their module up there
     try:
-        spec.loader.exec_module(module)
-    except Exception as exc:
-        _fail(f"importing {path} failed: {type(exc).__name__}: {exc} (run with --debug for more)")
-    tools = [v for v in vars(module).values() if isinstance(v, Tool)]
+        loader.exec_module(module)
+    except BaseException as exc:
+        sys.modules.pop(name, None)
+        _fail(f"importing {path} failed: {_describe(exc)} (run with --debug for more)")
+    tools = [v for v in list(vars(module).values()) if isinstance(v, Tool)]
     if not tools:
         _fail(f"{path} defines no tools; decorate functions with @dagcall.tool")
     return tools
+
+
+def read_examples(path: Path) -> str:
+    """The text of an --examples file, or a one-line failure saying why it cannot be read."""
+    if path.is_dir():
+        _fail(f"the examples file {path} is a folder, not a file", 2)
+    try:
+        with path.open("rb") as file:
+            data = file.read(MAX_EXAMPLES_BYTES + 1)
+    except FileNotFoundError:
+        _fail(f"the examples file {path} does not exist", 2)
+    except OSError as exc:
+        _fail(f"cannot read the examples file {path}: {exc.strerror or exc}", 2)
+    if len(data) > MAX_EXAMPLES_BYTES:
+        _fail(f"the examples file {path} is larger than {MAX_EXAMPLES_BYTES:,} bytes", 2)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        _fail(
+            f"the examples file {path} is not UTF-8 text "
+            f"(byte {exc.start} is {data[exc.start]:#x})",
+            2,
+        )
 
 
 def _progress_reporter(console: Console) -> Callable[[int, int], None]:
@@ -133,10 +287,13 @@ def build_compiler(
     if docs is not None:
         from .tools import docs_tool
 
-        tools.append(docs_tool(docs))
+        try:
+            tools.append(docs_tool(docs))
+        except OSError as exc:
+            _fail(f"cannot read the docs folder {docs}: {exc.strerror or exc}", 2)
     if not tools:
         _fail("no tools: pass --tools FILE.py, --tool calculator|math|wikipedia or --docs DIR", 2)
-    text = examples.read_text(encoding="utf-8") if examples is not None else None
+    text = read_examples(examples) if examples is not None else None
     return Compiler(
         model=resolved,
         tools=tools,
@@ -193,7 +350,12 @@ def cli() -> None:
 @click.option("--docs", type=click.Path(path_type=Path), help="Search the text files of DIR.")
 @click.option("--examples", type=click.Path(path_type=Path), help="Planner examples from FILE.")
 @click.option("--max-replans", default=2, show_default=True, type=click.IntRange(0))
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Run budget, s.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    callback=_finite_seconds,
+    help="Run budget, s.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the whole result as JSON.")
 @click.option("--save", is_flag=True, help="Save the run in the local run store.")
 @click.option("--yes", "-y", is_flag=True, help="Approve every call of a side-effecting tool.")
@@ -217,6 +379,7 @@ def ask(
     """
     out = _stdout()
     err = _stderr()
+    question = _argv_text(question)
     compiler = build_compiler(
         model=model,
         tool_files=tool_files,
@@ -228,20 +391,77 @@ def ask(
         console=err,
         yes=yes,
     )
-    result = compiler.run(question) if as_json else run_with_view(compiler, question, out)
-    run_id = _save(result, compiler) if save else None
+    try:
+        result = compiler.run(question) if as_json else run_with_view(compiler, question, out)
+    except Exception as exc:
+        partial = getattr(exc, "result", None)
+        if not save or not isinstance(partial, RunResult):
+            raise
+        _fail_with_partial_run(exc, partial, compiler)
+    run_id, save_error = _try_save(result, compiler) if save else (None, None)
     if as_json:
-        extra = {"run_id": run_id} if run_id else {}
-        click.echo(as_json_ready(result, **extra))
+        _echo_json(result, run_id)
     else:
         render_result(result, out, run_id=run_id)
+    if save_error is not None:  # the answer is out first: nothing is lost
+        _fail(f"the run was not saved: {save_error}")
+
+
+def _argv_text(text: str) -> str:
+    """Text from the command line as valid Unicode: bytes that were not UTF-8 (kept by Python
+    as lone surrogates) become U+FFFD."""
+    if not _SURROGATE.search(text):
+        return text
+    try:
+        return os.fsencode(text).decode("utf-8", "replace")
+    except UnicodeError:
+        return _SURROGATE.sub("\ufffd", text)
+
+
+def _echo_json(result: RunResult, run_id: str | None) -> None:
+    extra = {"run_id": run_id} if run_id else {}
+    try:
+        text = as_json_ready(result, **extra)
+    except Exception:  # never lose the answer over its export: the strict form is the fallback
+        data = json.loads(result.to_json())
+        data.update(extra)
+        text = json.dumps(data, indent=2, ensure_ascii=True)
+    click.echo(text)
+
+
+def _try_save(result: RunResult, compiler: Compiler) -> tuple[str | None, str | None]:
+    """Save the run: ``(run id, None)``, or ``(None, why it failed)``."""
+    try:
+        return _save(result, compiler), None
+    except DagcallError as exc:
+        return None, exc.message.removeprefix("cannot save the run: ")
+    except Exception as exc:
+        return None, _describe(exc)
+
+
+def _fail_with_partial_run(exc: Exception, partial: RunResult, compiler: Compiler) -> NoReturn:
+    """A run that failed part-way with --save: save what it did, then fail in one line."""
+    run_id, save_error = _try_save(partial, compiler)
+    if isinstance(exc, DagcallError):
+        message, code = exc.message, 2 if isinstance(exc, UsageError) else 1
+    else:
+        message, code = f"{_describe(exc)} (run with --debug for the traceback)", 1
+    if partial.tasks:
+        message += f" ({summary_line(partial)})"
+    if run_id is not None:
+        message += f"; the partial run was saved as {run_id} (dagcall show {run_id})"
+    else:
+        message += f"; the partial run was not saved either: {save_error}"
+    raise _Failure(message, code) from exc
 
 
 def _save(result: RunResult, compiler: Compiler) -> str:
     from ._store import RunStore
 
     with RunStore() as store:
-        return store.save(result, planner=compiler.planner.name, joiner=compiler.joiner.name)
+        run_id = store.save(result, planner=compiler.planner.name, joiner=compiler.joiner.name)
+    _SAVED.append(run_id)
+    return run_id
 
 
 @cli.command()
@@ -251,8 +471,7 @@ def _save(result: RunResult, compiler: Compiler) -> str:
 def demo(model: str | None, save: bool, react: bool) -> None:
     """Run the bundled offline scenario on the embedded local model: dagcall, then the ReAct
     baseline on the same model and tools, side by side."""
-    from .baselines import ReActAgent
-    from .demo import EXAMPLES, LOOKUP_LATENCY, QUESTIONS, REACT_EXAMPLES, demo_tools
+    from .demo import EXAMPLES, LOOKUP_LATENCY, QUESTIONS, demo_tools
 
     out = _stdout()
     resolved = _model(model, _stderr())
@@ -267,14 +486,25 @@ def demo(model: str | None, save: bool, react: bool) -> None:
         out.print("loading the model…", style="dim")
         load()
     ours = []
+    unsaved: list[str] = []
     for question, expected in QUESTIONS:
         result = run_with_view(compiler, question, out)
-        run_id = _save(result, compiler) if save else None
+        run_id, save_error = _try_save(result, compiler) if save else (None, None)
+        if save_error is not None:
+            unsaved.append(save_error)
         render_result(result, out, run_id=run_id)
         out.print(f"expected: {expected}\n", style="dim", highlight=False)
         ours.append(result)
-    if not react:
-        return
+    if react:
+        _demo_react(resolved, out, ours)
+    if unsaved:
+        _fail(f"{len(unsaved)} of {len(QUESTIONS)} runs were not saved: {unsaved[0]}")
+
+
+def _demo_react(resolved: Model, out: Console, ours: list[RunResult]) -> None:
+    from .baselines import ReActAgent
+    from .demo import QUESTIONS, REACT_EXAMPLES, demo_tools
+
     out.print("The same questions with the ReAct baseline (one tool call per LLM call):\n")
     agent = ReActAgent(resolved, demo_tools(), examples=REACT_EXAMPLES, max_steps=8)
     theirs = []
@@ -322,31 +552,49 @@ def comparison_table(
 @click.option("--limit", "-n", default=20, show_default=True, type=click.IntRange(1))
 def runs(limit: int) -> None:
     """List saved runs, newest first."""
-    from ._store import RunStore
-
     out = _stdout()
-    with RunStore() as store:
-        summaries = store.list_runs(limit)
-    if not summaries:
+    store = _open_store()
+    if store is None:
         out.print("no saved runs yet: use dagcall ask --save or dagcall demo --save")
         return
-    for s in summaries:
+    with store:
+        listing = store.scan(limit)
+    if not listing.runs and listing.damage is None:
+        out.print("no saved runs yet: use dagcall ask --save or dagcall demo --save")
+    for s in listing.runs:
         out.print(
-            f"{s.id}  {s.created_at[:19]}  {s.wall_time:6.2f}s  "
+            f"{_short_text(s.id, 12)}  {_one_line(s.created_at)[:19]}  {s.wall_time:6.2f}s  "
             f"{_short_text(s.question, 60)}  →  {_short_text(s.answer, 30)}",
             markup=False,
         )
+    if listing.damage is not None:  # the readable runs are listed above
+        _fail(listing.damage)
 
 
-def _short_text(text: str, width: int) -> str:
-    text = " ".join(text.split())
+def _short_text(text: object, width: int) -> str:
+    text = _one_line(text if isinstance(text, str) else str(text))
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def _load_run(run_id: str) -> dict[str, Any]:
-    from ._store import RunStore
+def _open_store() -> RunStore | None:
+    """The run store for reading, or ``None`` when there is none yet (nothing is created)."""
+    from ._store import RunStore, default_path
 
-    with RunStore() as store:
+    path = default_path()
+    if not path.exists() and not path.is_symlink():
+        return None
+    return RunStore(path, create=False)
+
+
+def _load_run(run_id: str) -> dict[str, Any]:
+    from ._store import RunNotFoundError, default_path
+
+    store = _open_store()
+    if store is None:
+        raise RunNotFoundError(
+            f"no saved run {run_id}: there is no run store at {default_path()} yet"
+        )
+    with store:
         return store.load(run_id)
 
 
@@ -355,36 +603,73 @@ def _load_run(run_id: str) -> dict[str, Any]:
 @click.option("--json", "as_json", is_flag=True, help="Print the saved run as JSON.")
 def show(run_id: str, as_json: bool) -> None:
     """Print a saved run: its plans, tasks with timings, and LLM calls."""
-    run = _load_run(run_id)
+    from ._store import tidy_run
+
+    stored = _load_run(run_id)
     if as_json:
-        click.echo(json.dumps(run, indent=2, ensure_ascii=False))
+        click.echo(_strict_json(stored))
         return
+    run = tidy_run(stored)
     out = _stdout()
-    out.print(f"Q: {run['question']}", markup=False)
+    out.print(f"Q: {_shown(run['question'])}", markup=False)
     for rnd in run["rounds"]:
         out.print(f"\nround {rnd['index'] + 1} plan:", style="bold")
-        out.print(rnd["plan"].rstrip(), markup=False)
+        out.print(_shown(rnd["plan"].rstrip()), markup=False)
         for err in rnd["errors"]:
-            out.print(f"  plan error: {err['message']}", style="red", markup=False)
+            out.print(f"  plan error: {_shown(err['message'])}", style="red", markup=False)
         if rnd["joiner_output"]:
-            out.print(f"joiner: {rnd['joiner_output'].strip()}", markup=False)
+            out.print(f"joiner: {_shown(rnd['joiner_output'].strip())}", markup=False)
     out.print("\ntasks:", style="bold")
     for t in run["tasks"]:
         started, ended = t["started_at"], t["ended_at"]
-        span = f"{started:.2f}s→{ended:.2f}s" if started is not None and ended else ""
-        detail = t["error"]["message"] if t["error"] else json.dumps(t["output"], default=str)
+        span = f"{started:.2f}s→{ended:.2f}s" if started is not None and ended is not None else ""
+        detail = t["error"]["message"] if t["error"] else _output_text(t["output"])
         out.print(
-            f"  {t['id']}. {t['call']}  {t['status']}  {span}  {_short_text(detail, 80)}",
+            f"  {_short_text(t['id'], 40)}. {_shown(t['call'])}  {_short_text(t['status'], 40)}"
+            f"  {span}  {_short_text(detail, 80)}",
             markup=False,
         )
     out.print("\nLLM calls:", style="bold")
     for c in run["usage"]:
         out.print(
-            f"  {c['role']:<8} {c['model']}  {c['input_tokens']} in / {c['output_tokens']} out"
-            f"  {c['latency']:.2f}s",
+            f"  {_short_text(c['role'], 20):<8} {_short_text(c['model'], 80)}  "
+            f"{c['input_tokens']} in / {c['output_tokens']} out  {c['latency']:.2f}s",
             markup=False,
         )
-    out.print(f"\nA: {run['answer']}", markup=False)
+    out.print(f"\nA: {_shown(run['answer'])}", markup=False)
+
+
+def _shown(text: str) -> str:
+    """Stored text for the terminal: control characters that would act become escapes."""
+    return _CONTROL.sub(lambda m: ascii(m.group())[1:-1], text)
+
+
+def _output_text(value: object) -> str:
+    try:
+        return json.dumps(value, default=str, ensure_ascii=False)
+    except (TypeError, ValueError, RecursionError):
+        return repr(value)[:10_000]
+
+
+def _strict_json(data: object) -> str:
+    """JSON (RFC 8259: no NaN) that encodes as UTF-8, for any value json.loads gave."""
+    try:
+        text = json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False)
+    except ValueError:  # a damaged run holding NaN or Infinity: those become null
+        text = json.dumps(_finite(data), indent=2, ensure_ascii=False, allow_nan=False)
+    if _SURROGATE.search(text):
+        text = json.dumps(_finite(data), indent=2, ensure_ascii=True, allow_nan=False)
+    return text
+
+
+def _finite(value: object) -> object:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    return value
 
 
 @cli.command()
@@ -400,8 +685,17 @@ def plot(run_id: str, output: Path) -> None:
     """Draw a saved run's timeline (planner, tasks, joiner) as a PNG Gantt chart."""
     from ._plot import plot_timeline
 
-    bars = plot_timeline(_load_run(run_id), output)
-    _stdout().print(f"wrote {output} ({bars} bars)")
+    if output.is_dir():
+        _fail(f"cannot write the timeline to {output}: it is a folder (give a file name)", 2)
+    folder = output.parent
+    if not folder.is_dir():
+        _fail(f"cannot write the timeline to {output}: the folder {folder} does not exist", 2)
+    run = _load_run(run_id)
+    try:
+        bars = plot_timeline(run, output)
+    except OSError as exc:
+        _fail(f"cannot write the timeline to {output}: {exc.strerror or exc}")
+    _stdout().print(f"wrote {output} ({bars} bars)", markup=False, highlight=False)
 
 
 @cli.command()
@@ -414,12 +708,19 @@ def graph(run_id: str) -> None:
 
 
 @cli.command()
-@click.option("--questions", "-n", default=1000, show_default=True, type=click.IntRange(1))
+@click.option("--questions", "-n", default=1000, show_default=True, type=click.IntRange(1, 100_000))
 @click.option("--fan-out", default=3, show_default=True, type=click.IntRange(1, 50))
-@click.option("--tool-latency", default=0.05, show_default=True, type=click.FloatRange(0))
+@click.option(
+    "--tool-latency",
+    default=0.05,
+    show_default=True,
+    type=click.FloatRange(0, 60),
+    callback=_finite_seconds,
+)
 @click.option(
     "--tokens-per-second",
     type=click.FloatRange(min=0, min_open=True),
+    callback=_finite_seconds,
     help="Each scripted model stream's rate (default: as fast as the event loop allows).",
 )
 def loadtest(
@@ -464,6 +765,7 @@ def loadtest(
 @click.option(
     "--time-scale",
     type=click.FloatRange(min=0, min_open=True),
+    callback=_finite_seconds,
     help="Simulated runs: every wait is multiplied by this (figures are reported scaled back). "
     "Default 0.05.",
 )
@@ -474,6 +776,7 @@ def loadtest(
     default=0.6,
     show_default=True,
     type=click.FloatRange(0),
+    callback=_finite_seconds,
     help="Median seconds of a simulated web look-up (log-normal).",
 )
 @click.option(
@@ -543,44 +846,118 @@ def bench(
 
     outcome = asyncio.run(run_bench(config, progress=progress))
     click.echo(report_markdown(outcome))
-    if out is not None:
-        for path in write_report(outcome, out):
-            err.print(f"wrote {path}", highlight=False)
+    if out is not None:  # the report is printed first, so a folder that fails loses nothing
+        try:
+            written = write_report(outcome, out)
+        except OSError as exc:
+            _fail(f"cannot write the report to {out}: {exc.strerror or exc}")
+        for path in written:
+            err.print(f"wrote {path}", highlight=False, markup=False)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit code (for tests and ``python -m dagcall``)."""
+    """Run the CLI; returns the exit code (for tests and ``python -m dagcall``).
+
+    Whatever goes wrong ends in one line on stderr, ``error: ...``, and a non-zero code
+    (``--debug`` adds the traceback): the known failures with their own message, anything
+    else as ``error: Type: message`` with a hint.  Output that cannot be written (a full disk,
+    a closed pipe) never interrupts a run: it is reported once at the end, after any saving.
+    """
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     args = [a for a in args if a != "--debug"]
+    _SAVED.clear()
+    real_out, real_err = sys.stdout, sys.stderr
+    out, err = _Output(real_out, "replace"), _Output(real_err, "backslashreplace")
+    sys.stdout, sys.stderr = out, err
+    try:
+        code, reported = _run(args, debug)
+        out.flush()
+        if out.failure is not None:
+            code = _lost_output(out.failure, code, reported)
+    finally:
+        sys.stdout, sys.stderr = real_out, real_err
+        pairs = ((out, real_out, sys.__stdout__), (err, real_err, sys.__stderr__))
+        for wrapper, real, process_stream in pairs:
+            if wrapper.failure is not None and real is process_stream:
+                _silence(real)
+    return code
+
+
+def _run(args: list[str], debug: bool) -> tuple[int, bool]:
+    """Run the command: ``(exit code, whether an error line was printed)``."""
     try:
         code = cli.main(args=args, prog_name="dagcall", standalone_mode=False)
     except click.exceptions.Abort:
         _stderr().print("aborted")
-        return 130
-    except click.ClickException as exc:
+        return 130, True
+    except _NO_ARGS_IS_HELP as exc:  # bare ``dagcall``: the help, as click shows it
         exc.show()
-        return exc.exit_code
+        return exc.exit_code, False
+    except click.UsageError as exc:
+        command = exc.ctx.command_path if exc.ctx is not None else "dagcall"
+        message = f"{exc.format_message()} (see {command} --help)"
+        return _report(message, exc.exit_code, exc, debug), True
+    except click.ClickException as exc:
+        return _report(exc.format_message(), exc.exit_code, exc, debug), True
+    except click.exceptions.Exit as exc:
+        return exc.exit_code, False
     except _Failure as exc:
-        return _report(exc.message, exc.code, exc, debug)
+        return _report(exc.message, exc.code, exc, debug), True
     except ModelNotAvailableError as exc:
-        return _report(exc.message, 1, exc, debug)
+        return _report(exc.message, 1, exc, debug), True
     except UsageError as exc:
-        return _report(exc.message, 2, exc, debug)
+        return _report(exc.message, 2, exc, debug), True
     except DagcallError as exc:
         message = exc.message
         if exc.result is not None and exc.result.tasks:
             message += f" ({summary_line(exc.result)})"
-        return _report(message, 1, exc, debug)
+        return _report(message, 1, exc, debug), True
     except KeyboardInterrupt:
         _stderr().print("interrupted")
-        return 130
-    return code if isinstance(code, int) else 0
+        return 130, True
+    except SystemExit as exc:  # from a tool (click itself does not exit in this mode)
+        code = exc.code if isinstance(exc.code, int) and exc.code != 0 else 1
+        message = f"{_describe(exc)} in a tool stopped the command (run with --debug for more)"
+        return _report(message, code, exc, debug), True
+    except BaseException as exc:  # a bug, or a tool's exotic BaseException: still one line
+        message = f"{_describe(exc)} (unexpected; run with --debug for the traceback)"
+        return _report(message, 1, exc, debug), True
+    return (code if isinstance(code, int) else 0), False
+
+
+def _lost_output(failure: Exception, code: int, reported: bool) -> int:
+    """The exit code (and, once, the line) for output that could not be written."""
+    if isinstance(failure, BrokenPipeError):  # the reader went away (``| head``): quietly
+        return code or EXIT_BROKEN_PIPE
+    if reported:  # one error line already: that is the one to keep
+        return code or 1
+    message = f"could not write the output ({_describe(failure)})"
+    if _SAVED:
+        message += f"; the run was saved as {_SAVED[-1]} (dagcall show {_SAVED[-1]})"
+    _stderr().print(f"error: {_one_line(message)}", markup=False, highlight=False)
+    return code or 1
+
+
+def _silence(stream: object) -> None:
+    """Point a broken standard stream at /dev/null, so that the interpreter's last flush of
+    what is still buffered does not print an "Exception ignored" complaint at exit."""
+    try:
+        fd = stream.fileno()  # type: ignore[attr-defined]
+        devnull = os.open(os.devnull, os.O_WRONLY)
+    except (OSError, ValueError, AttributeError):
+        return
+    try:
+        os.dup2(devnull, fd)
+    except OSError:
+        pass
+    finally:
+        os.close(devnull)
 
 
 def _report(message: str, code: int, exc: BaseException, debug: bool) -> int:
     err = _stderr()
     if debug:
-        err.print("".join(traceback.format_exception(exc)), markup=False)
-    err.print(f"error: {message}", markup=False)
+        err.print("".join(traceback.format_exception(exc)), markup=False, highlight=False)
+    err.print(f"error: {_one_line(message)}", markup=False, highlight=False)
     return code

@@ -69,6 +69,7 @@ _THOUGHT_LINE = re.compile(r"^\s*(?:\*\*)?thought(?:\*\*)?\s*:\s*(.*)$", re.I | 
 _CALL_LIKE = re.compile(r"^\s*[A-Za-z_]\w*\s*\(")
 _JOIN = re.compile(r"^\s*join\s*\(\s*\)\s*;?\s*(?:#.*)?$")
 _JOIN_START = re.compile(r"^\s*join\s*\(\s*\)")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 _WHOLE_REF = re.compile(r"^\s*\$(?:\{(\d+)\}|(\d+))\s*$")
 _INNER_REF = re.compile(r"\$\{(\d+)\}|\$(\d+)(?!\d)(?![.,]\d)")
 _BARE_REF = re.compile(r"\$(?:\{(\d+)\}|(\d+))")
@@ -487,7 +488,8 @@ class PlanParser:
                 line=line,
                 task_id=task_id,
             )
-        src = _quote_bare_refs(body)
+        # A lone surrogate (model text can hold one) cannot be compiled: it becomes U+FFFD.
+        src = _quote_bare_refs(_LONE_SURROGATE.sub("\ufffd", body))
         try:
             tree = ast.parse(src, mode="eval")
         except SyntaxError as exc:

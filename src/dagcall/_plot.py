@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import re
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, suppress
+from pathlib import Path
 from typing import Any
+
+from ._store import tidy_run
 
 __all__ = ["build_timeline", "draw_timeline", "plot_timeline"]
 
@@ -15,15 +21,38 @@ _STATUS_COLOUR = {
     "cancelled": "#7f7f7f",
     "running": "#ff7f0e",
     "waiting": "#c7c7c7",
+    "abandoned": "#8c564b",  # cancelled, but its worker thread could not be stopped
 }
+_UNKNOWN_COLOUR = "#aaaaaa"  # a status this version does not know
 _LLM_COLOUR = {"planner": "#1f77b4", "joiner": "#17becf", "tool": "#bcbd22"}
 
 
+#: Seconds beyond which a (damaged) time is drawn at this bound instead.
+_TIME_BOUND = 1e9
+#: Inches: matplotlib cannot write an image taller than 2**16 pixels.
+_MAX_HEIGHT = 590.0
+_UNDRAWABLE = re.compile("[\ud800-\udfff\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
 def _label(text: str, width: int = 42) -> str:
-    """Shortened, with ``$`` escaped: matplotlib reads ``$1 - $2`` as math text otherwise."""
-    text = " ".join(text.split())
+    """Shortened, with ``$`` escaped: matplotlib reads ``$1 - $2`` as math text otherwise;
+    lone surrogates and control characters become U+FFFD."""
+    text = " ".join(_UNDRAWABLE.sub("\ufffd", text).split())
     text = text if len(text) <= width else text[: width - 1] + "…"
     return text.replace("$", r"\$")
+
+
+def _t(seconds: float) -> float:
+    return min(max(seconds, -_TIME_BOUND), _TIME_BOUND)
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """No warnings from matplotlib about glyphs its font lacks or labels that overlap."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        yield
 
 
 def build_timeline(run: Mapping[str, Any], *, title: str | None = None) -> tuple[Any, int]:
@@ -35,10 +64,13 @@ def build_timeline(run: Mapping[str, Any], *, title: str | None = None) -> tuple
     """
     from matplotlib.figure import Figure
 
-    bars = _bar_count(run)
-    fig = Figure(figsize=(10, 0.45 * max(bars, 2) + 1.4), layout="constrained")
+    tidy = tidy_run(run)
+    bars = _bar_count(tidy)
+    height = min(0.45 * max(bars, 2) + 1.4, _MAX_HEIGHT)
+    fig = Figure(figsize=(10, height), layout="constrained")
     ax = fig.add_subplot()
-    draw_timeline(ax, run, title=title or _label(run["question"], 90))
+    with _quiet():
+        draw_timeline(ax, tidy, title=title or _label(tidy["question"], 90))
     return fig, bars
 
 
@@ -49,22 +81,27 @@ def _bar_count(run: Mapping[str, Any]) -> int:
 def draw_timeline(
     ax: Any, run: Mapping[str, Any], *, title: str = "", scale: float = 1.0, legend: bool = True
 ) -> int:
-    """Draw the run's bars on a matplotlib axis; times are divided by ``scale``."""
+    """Draw the run's bars on a matplotlib axis; times are divided by ``scale``.
+
+    Any task status is drawn (an unknown one in a neutral grey), and a damaged run (missing
+    or odd fields) is drawn as far as it can be.
+    """
     from matplotlib.patches import Patch
 
+    run = tidy_run(run)
     Segment = tuple[float, float, dict[str, Any]]
     rows: list[tuple[str, list[Segment]]] = []
-    wall = run["wall_time"] / scale
+    wall = _t(run["wall_time"] / scale)
     for call in run["usage"]:
-        start, end = call["started_at"] / scale, call["ended_at"] / scale
+        start, end = _t(call["started_at"] / scale), _t(call["ended_at"] / scale)
         colour = _LLM_COLOUR.get(call["role"], "#8c564b")
-        name = f"{call['role']} (round {call['round'] + 1})"
+        name = _label(f"{call['role']} (round {call['round'] + 1})")
         if call["role"] == "tool" and call.get("task_id") is not None:
-            name = f"LLM of task {call['task_id']}"
+            name = _label(f"LLM of task {call['task_id']}")
         ttft = call.get("time_to_first_token")
         segments: list[Segment] = []
         if ttft:
-            ttft /= scale
+            ttft = _t(ttft / scale)
             segments.append((start, ttft, {"color": colour, "alpha": 0.35}))
             segments.append((start + ttft, max(end - start - ttft, 0.0), {"color": colour}))
         else:
@@ -73,19 +110,20 @@ def draw_timeline(
     for task in run["tasks"]:
         if task["started_at"] is None:
             continue
-        start = task["started_at"] / scale
-        end = task["ended_at"] / scale if task["ended_at"] is not None else wall
+        start = _t(task["started_at"] / scale)
+        end = _t(task["ended_at"] / scale) if task["ended_at"] is not None else wall
         segments = []
         ready = task.get("ready_at")
-        if ready is not None and start - ready / scale > 1e-3 / scale:
-            ready /= scale
+        if ready is not None and start - _t(ready / scale) > 1e-3 / scale:
+            ready = _t(ready / scale)
             segments.append(
                 (ready, start - ready, {"color": "none", "edgecolor": "#7f7f7f", "hatch": "//"})
             )
-        colour = _STATUS_COLOUR.get(task["status"], "#7f7f7f")
+        colour = _STATUS_COLOUR.get(task["status"], _UNKNOWN_COLOUR)
         # A few-millisecond task still gets a visible sliver.
         segments.append((start, max(end - start, 0.006 * wall), {"color": colour}))
-        rows.append((f"{task['id']}. {_label(task['call'])}", segments))
+        task_id = _label(str(task["id"]), 24)
+        rows.append((f"{task_id}. {_label(task['call'])}", segments))
 
     for y, (_, segments) in enumerate(rows):
         for start, width, style in segments:
@@ -101,6 +139,8 @@ def draw_timeline(
             Patch(color=_LLM_COLOUR["joiner"], label="joiner (light: before 1st token)"),
             *(Patch(color=_STATUS_COLOUR[s], label=f"task {s}") for s in ("done", "failed")),
         ]
+        if any(t["status"] == "abandoned" for t in run["tasks"]):
+            handles.append(Patch(color=_STATUS_COLOUR["abandoned"], label="task abandoned"))
         ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")
     ax.grid(axis="x", alpha=0.3)
     return len(rows)
@@ -114,5 +154,30 @@ def plot_timeline(
     Returns the number of bars: one per LLM call and one per task that started.
     """
     fig, bars = build_timeline(run, title=title)
-    fig.savefig(os.fspath(path), format="png", dpi=110)
+    with _quiet():
+        _write_png(fig, Path(os.fspath(path)))
     return bars
+
+
+def _write_png(fig: Any, path: Path) -> None:
+    """Write the PNG next to ``path`` and move it into place, so that a failed write (a full
+    disk) leaves any earlier file whole; a device or pipe (``/dev/stdout``) is written to
+    directly.  Raises ``OSError`` naming ``path``."""
+    if path.is_dir():
+        raise IsADirectoryError(21, "Is a directory (give a file name)", str(path))
+    if path.exists() and not path.is_file():
+        fig.savefig(path, format="png", dpi=110)
+        return
+    target = Path(os.path.realpath(path))  # through a symlink, not over it
+    if not target.parent.is_dir():
+        raise FileNotFoundError(2, "No such folder", str(target.parent))
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        fig.savefig(temporary, format="png", dpi=110)
+        os.replace(temporary, target)
+    except BaseException as exc:
+        with suppress(OSError):
+            temporary.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename == str(temporary):
+            raise type(exc)(exc.errno, exc.strerror, str(path)) from exc
+        raise

@@ -6,19 +6,33 @@ can be queried directly::
 
     sqlite3 "$(python -c 'import dagcall._store as s; print(s.default_path())')" \\
         "select tool, avg(ended_at - started_at) from tasks group by tool"
+
+The normalised tables hold what SQLite can: an integer outside SQLite's 64 bits (a task id
+such as ``99999999999999999999``) is stored there as its decimal digits in a BLOB
+(``CAST(id AS TEXT)`` reads it), a NaN as the text ``'NaN'``, and text with lone surrogates
+with U+FFFD in their place; ``result_json`` keeps every value exactly.
+
+A damaged store (a disk error, a file overwritten in the middle) is read as far as SQLite can:
+:meth:`RunStore.scan` lists every run whose row can still be read and counts those that cannot,
+and :meth:`RunStore.load` of a readable run works whatever happened to the others.
 """
 
 from __future__ import annotations
 
+import heapq
 import json
+import math
 import os
+import re
 import secrets
+import shlex
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+import urllib.parse
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -29,9 +43,23 @@ import platformdirs
 from ._errors import UsageError
 from ._result import RunResult, observation_text
 
-__all__ = ["RunNotFoundError", "RunStore", "RunSummary", "default_path"]
+__all__ = [
+    "RunListing",
+    "RunNotFoundError",
+    "RunStore",
+    "RunSummary",
+    "default_path",
+    "tidy_run",
+]
 
 SCHEMA_VERSION = 1
+#: Seconds to wait for another process's lock on the store before giving up.
+LOCK_TIMEOUT = 30.0
+#: When a damaged table hides how many rows it has, how far past the last readable row id to
+#: look for more.
+SALVAGE_REACH = 100_000
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _SCHEMA = """
 CREATE TABLE runs (
     id TEXT PRIMARY KEY,
@@ -90,6 +118,9 @@ CREATE TABLE llm_calls (
     PRIMARY KEY (run_id, seq)
 );
 """
+_SUMMARY_COLUMNS = (
+    "id, created_at, question, answer, wall_time, llm_calls, input_tokens, output_tokens"
+)
 
 
 class RunNotFoundError(UsageError):
@@ -110,13 +141,45 @@ class RunSummary:
     output_tokens: int
 
 
+@dataclass
+class RunListing:
+    """What :meth:`RunStore.scan` could read: the newest readable runs, and the damage.
+
+    ``unreadable`` counts the runs the store's indexes know of whose rows could not be read
+    (``None`` when the indexes are damaged too, so the count is unknown); ``damage`` is a
+    one-line description of what is wrong and how to recover, or ``None`` for a sound store.
+    """
+
+    runs: list[RunSummary] = field(default_factory=list)
+    unreadable: int | None = 0
+    damage: str | None = None
+
+
 def default_path() -> Path:
     """``$DAGCALL_DATA_DIR/runs.sqlite3``, else the user data directory's."""
-    base = os.environ.get("DAGCALL_DATA_DIR") or platformdirs.user_data_dir("dagcall")
-    return Path(base) / "runs.sqlite3"
+    base = os.environ.get("DAGCALL_DATA_DIR")
+    if base:
+        return Path(base).expanduser() / "runs.sqlite3"
+    folder = Path(platformdirs.user_data_dir("dagcall"))
+    if not folder.is_absolute():  # no HOME, and no home folder in the password database
+        raise UsageError(
+            f"cannot find your data folder for the run store (it came out as {str(folder)!r}): "
+            "set DAGCALL_DATA_DIR (or HOME)"
+        )
+    return folder / "runs.sqlite3"
 
 
-def _while_locked(step: Callable[[], None], patience: float = 30.0) -> None:
+def recovery_hint(path: Path) -> str:
+    """How to get the runs out of a damaged store file, or start afresh."""
+    recovered = path.with_name(path.stem + "-recovered.sqlite3")
+    return (
+        f"recover what SQLite can still read with `sqlite3 {shlex.quote(str(path))} .recover "
+        f"| sqlite3 {shlex.quote(str(recovered))}` and use that file, or move {path} away to "
+        "start a new store"
+    )
+
+
+def _while_locked(step: Callable[[], None], patience: float = LOCK_TIMEOUT) -> None:
     """Run ``step``, retrying while another connection holds a lock SQLite will not wait on."""
     deadline = time.monotonic() + patience
     delay = 0.005
@@ -132,181 +195,577 @@ def _while_locked(step: Callable[[], None], patience: float = 30.0) -> None:
         delay = min(delay * 2, 0.2)
 
 
-class RunStore:
-    """Saved runs in a SQLite file; safe to share between threads and processes."""
+# -- values in and out of SQLite ---------------------------------------------------------------
 
-    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
-        self.path = Path(path) if path is not None else default_path()
-        self._lock = threading.Lock()
+
+def _clean(text: str) -> str:
+    """Text SQLite can store (UTF-8): lone surrogates become U+FFFD."""
+    return _SURROGATE.sub("\ufffd", text)
+
+
+def _big_int_text(value: int) -> str:
+    try:
+        return str(value)
+    except ValueError:  # beyond Python's int/str conversion limit
+        return f"{value:#x}"
+
+
+def _sql(value: object) -> object:
+    """A value sqlite3 can bind without raising, kept exact where SQLite allows."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        number = int(value)
+        if _INT64_MIN <= number <= _INT64_MAX:
+            return number
+        # As TEXT an INTEGER column would turn it into an inexact REAL (and two such ids into
+        # one); a BLOB is stored as it is.
+        return _big_int_text(number).encode("ascii")
+    if isinstance(value, float):
+        real = float(value)
+        return "NaN" if math.isnan(real) else real
+    if isinstance(value, str):
+        return _clean(str(value))
+    return _clean(observation_text(value, None))
+
+
+def _json_text(data: object) -> str:
+    """JSON that SQLite can store: lone surrogates (if any) are kept as ``\\ud800`` escapes."""
+    text = json.dumps(data, ensure_ascii=False)
+    if _SURROGATE.search(text):
+        text = json.dumps(data, ensure_ascii=True)
+    return text
+
+
+def _decode(raw: bytes) -> str:
+    """sqlite3's text factory: a damaged row's invalid UTF-8 is replaced, not raised."""
+    return raw.decode("utf-8", "replace")
+
+
+def _as_text(value: object) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bytes):
+        return _decode(value)
+    return "" if value is None else str(value)
+
+
+def _as_float(value: object) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool):
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(
-                self.path, timeout=30, check_same_thread=False, isolation_level=None
-            )
-            self._db.execute("PRAGMA foreign_keys = ON")
-            _while_locked(self._migrate)
-        except sqlite3.DatabaseError as exc:
-            if hasattr(self, "_db"):  # opened, but not a store: do not leak the connection
-                self._db.close()
+            return float(value)
+        except OverflowError:
+            return math.nan
+    if isinstance(value, str | bytes):
+        try:
+            return float(value)
+        except ValueError:
+            return math.nan
+    return math.nan
+
+
+def _as_int(value: object) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return int(value)
+    if isinstance(value, float) and math.isfinite(value):
+        return int(value)
+    if isinstance(value, str | bytes):
+        try:
+            return int(value)
+        except ValueError:
+            return 0
+    return 0
+
+
+def _summary(row: tuple[Any, ...]) -> RunSummary:
+    """A summary from ``rowid`` + the summary columns, whatever types a damaged row holds."""
+    _, run_id, created, question, answer, wall, calls, tokens_in, tokens_out = row
+    return RunSummary(
+        id=_as_text(run_id),
+        created_at=_as_text(created),
+        question=_as_text(question),
+        answer=_as_text(answer),
+        wall_time=_as_float(wall),
+        llm_calls=_as_int(calls),
+        input_tokens=_as_int(tokens_in),
+        output_tokens=_as_int(tokens_out),
+    )
+
+
+class RunStore:
+    """Saved runs in a SQLite file; safe to share between threads and processes.
+
+    ``create=False`` opens an existing file for reading without creating or changing it (an
+    empty file then reads as a store with no runs); ``timeout`` is how long to wait for
+    another process's lock (default :data:`LOCK_TIMEOUT`).  Every failure of SQLite or the
+    file system is raised as a :class:`UsageError` whose message names the file, what is wrong
+    and what to do.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        create: bool = True,
+        timeout: float | None = None,
+    ) -> None:
+        self.path = Path(path) if path is not None else default_path()
+        self.timeout = LOCK_TIMEOUT if timeout is None else timeout
+        self._lock = threading.Lock()
+        self._empty = False  # an empty file opened with create=False: no schema, no runs
+        self._db: sqlite3.Connection | None = None
+        if self.path.is_dir():
             raise UsageError(
-                f"{self.path} cannot be used as a dagcall run store ({exc}); move it away or "
-                "set DAGCALL_DATA_DIR to another folder"
-            ) from exc
+                f"the run store {self.path} is a folder, not a SQLite file: move it away or set "
+                "DAGCALL_DATA_DIR to another folder"
+            )
+        try:
+            if create:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                db = sqlite3.connect(
+                    self.path, timeout=self.timeout, check_same_thread=False, isolation_level=None
+                )
+            else:
+                uri = "file:" + urllib.parse.quote(os.fsencode(self.path.absolute())) + "?mode=rw"
+                db = sqlite3.connect(
+                    uri,
+                    uri=True,
+                    timeout=self.timeout,
+                    check_same_thread=False,
+                    isolation_level=None,
+                )
+            self._db = db
+            db.text_factory = _decode
+            db.execute("PRAGMA foreign_keys = ON")
+            db.execute("PRAGMA cell_size_check = ON")  # notice more damage, rather than misread
+            _while_locked(lambda: self._migrate(create), self.timeout)
+        except sqlite3.Error as exc:
+            self._close_quietly()
+            message = str(exc)
+            if "unknown schema" in message or "newer dagcall" in message:
+                raise UsageError(
+                    f"{self.path} cannot be used as a dagcall run store ({message})"
+                ) from exc
+            if "not a database" in message or "malformed" in message:
+                raise UsageError(
+                    f"{self.path} cannot be used as a dagcall run store ({message}): it is not "
+                    f"a SQLite file, or its first pages are damaged; {recovery_hint(self.path)}"
+                ) from exc
+            raise UsageError(self._explain(exc, "open the run store")) from exc
         except OSError as exc:
+            self._close_quietly()
+            folder = self.path.parent
+            if folder.exists() and not folder.is_dir():
+                raise UsageError(
+                    f"the run store folder {folder} is a file, not a folder: set "
+                    "DAGCALL_DATA_DIR to a folder"
+                ) from exc
+            if not folder.is_dir():
+                raise UsageError(
+                    f"cannot create the run store folder {folder} ({exc.strerror or exc}): set "
+                    "DAGCALL_DATA_DIR to a writable folder"
+                ) from exc
             raise UsageError(f"cannot open the run store at {self.path}: {exc}") from exc
+        except BaseException:
+            self._close_quietly()
+            raise
+
+    def _close_quietly(self) -> None:
+        if self._db is not None:
+            with suppress(sqlite3.Error):
+                self._db.close()
+            self._db = None
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise UsageError(f"the run store {self.path} is closed")
+        return self._db
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         """One write transaction, taking the write lock at once (several processes may write)."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            db = self.db
+            db.execute("BEGIN IMMEDIATE")
             try:
-                yield self._db
+                yield db
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if db.in_transaction:
+                    with suppress(sqlite3.Error):  # the first error is the one to report
+                        db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
+            db.execute("COMMIT")
 
-    def _migrate(self) -> None:
-        if self._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
+    def _migrate(self, create: bool) -> None:
+        db = self.db
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version == SCHEMA_VERSION:
+            db.execute("SELECT name FROM sqlite_master").fetchall()  # a damaged schema fails here
             return
-        with self._transaction() as db:  # another process may be creating it right now
-            version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise sqlite3.DatabaseError(
+                f"it was written by a newer dagcall (store schema {version}; this version reads "
+                f"schema {SCHEMA_VERSION}): upgrade dagcall, or set DAGCALL_DATA_DIR to another "
+                "folder"
+            )
+        if not create:
+            tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+            if version == 0 and not tables:
+                self._empty = True
+                return
+            raise sqlite3.DatabaseError(
+                f"unknown schema (user_version {version}, {tables} objects)"
+            )
+        with self._transaction() as tx:  # another process may be creating it right now
+            version = tx.execute("PRAGMA user_version").fetchone()[0]
             if version == SCHEMA_VERSION:
                 return
-            tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+            tables = tx.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
             if version != 0 or tables:
                 raise sqlite3.DatabaseError(
                     f"unknown schema (user_version {version}, {tables} objects)"
                 )
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
-                    db.execute(statement)
-            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                    tx.execute(statement)
+            tx.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         # Switching to WAL needs the file to itself and SQLite does not wait for that (no busy
         # handler), so a store opened by several threads at once retries this via _while_locked.
-        self._db.execute("PRAGMA journal_mode = WAL")
+        db.execute("PRAGMA journal_mode = WAL")
+
+    # -- failures --------------------------------------------------------------------------
+    def _explain(self, exc: sqlite3.Error, doing: str) -> str:
+        """One line: what went wrong with the store file, and what to do about it."""
+        message = str(exc)
+        low = message.lower()
+        where = f"the run store {self.path}"
+        if "locked" in low or "busy" in low:
+            return (
+                f"cannot {doing}: {where} is locked by another process (waited "
+                f"{self.timeout:g} s); try again when that process has finished"
+            )
+        if "malformed" in low or "not a database" in low or "corrupt" in low:
+            return f"cannot {doing}: {where} is damaged ({message}); {recovery_hint(self.path)}"
+        if "readonly" in low or "read-only" in low:
+            return (
+                f"cannot {doing}: {where} is read-only ({message}); make it writable or set "
+                "DAGCALL_DATA_DIR to a writable folder"
+            )
+        if "full" in low:
+            return f"cannot {doing}: the disk holding {where} is full ({message})"
+        if "unable to open" in low or "disk i/o" in low:
+            return (
+                f"cannot {doing}: {where} cannot be opened or written ({message}); set "
+                "DAGCALL_DATA_DIR to a writable folder"
+            )
+        return f"cannot {doing}: {where} failed ({type(exc).__name__}: {message})"
+
+    @contextmanager
+    def _failures(self, doing: str) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise UsageError(self._explain(exc, doing)) from exc
 
     # -- writing ---------------------------------------------------------------------------
     def save(self, result: RunResult, *, planner: str = "", joiner: str = "") -> str:
         """Save a run; returns its id (12 hex digits; any unique prefix finds it again)."""
-        data: dict[str, Any] = json.loads(result.to_json(indent=None))
+        try:
+            data: Any = json.loads(result.to_json(indent=None))
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise UsageError(
+                f"the run cannot be saved: it cannot be written as JSON ({type(exc).__name__}: "
+                f"{exc})"
+            ) from exc
+        if self._empty:
+            raise UsageError(f"the run store {self.path} was opened for reading only")
         run_id = secrets.token_hex(6)
-        statuses = [t["status"] for t in data["tasks"]]
-        with self._transaction() as db:
-            db.execute(
-                "INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    run_id,
-                    datetime.now(UTC).isoformat(timespec="seconds"),
-                    result.question,
-                    result.answer,
-                    result.stop_reason,
-                    result.wall_time,
-                    planner,
-                    joiner,
-                    result.input_tokens,
-                    result.output_tokens,
-                    result.llm_calls,
-                    statuses.count("done"),
-                    len(statuses) - statuses.count("done"),
-                    json.dumps(data, ensure_ascii=False),
-                ),
+        statuses = [str(getattr(t.status, "value", t.status)) for t in result.tasks]
+        runs_row = (
+            run_id,
+            datetime.now(UTC).isoformat(timespec="seconds"),
+            result.question,
+            result.answer,
+            result.stop_reason,
+            result.wall_time,
+            planner,
+            joiner,
+            result.input_tokens,
+            result.output_tokens,
+            result.llm_calls,
+            statuses.count("done"),
+            len(statuses) - statuses.count("done"),
+            _json_text(data),
+        )
+        rounds = [(run_id, r.index, r.plan, r.joiner_output, r.decision) for r in result.rounds]
+        tasks = [
+            (
+                run_id,
+                t.id,
+                t.round,
+                t.tool,
+                t.call,
+                _json_text([_sql_dep(d) for d in t.deps]),
+                status,
+                observation_text(t.output, None) if t.output is not None else None,
+                _error_text(t.error),
+                t.parsed_at,
+                t.ready_at,
+                t.started_at,
+                t.ended_at,
+            )
+            for t, status in zip(result.tasks, statuses, strict=True)
+        ]
+        calls = [
+            (
+                run_id,
+                seq,
+                c.role,
+                c.model,
+                c.round,
+                c.task_id,
+                c.input_tokens,
+                c.output_tokens,
+                int(bool(c.estimated)),
+                c.started_at,
+                c.ended_at,
+                c.time_to_first_token,
+            )
+            for seq, c in enumerate(result.usage)
+        ]
+        with self._failures("save the run"), self._transaction() as db:
+            db.execute("INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", _row(runs_row))
+            db.executemany("INSERT INTO rounds VALUES (?,?,?,?,?)", map(_row, rounds))
+            db.executemany(
+                # a plan with the same id twice keeps its first task here (all are in the JSON)
+                "INSERT OR IGNORE INTO tasks VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                map(_row, tasks),
             )
             db.executemany(
-                "INSERT INTO rounds VALUES (?,?,?,?,?)",
-                [(run_id, r.index, r.plan, r.joiner_output, r.decision) for r in result.rounds],
-            )
-            db.executemany(
-                "INSERT INTO tasks VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                [
-                    (
-                        run_id,
-                        t.id,
-                        t.round,
-                        t.tool,
-                        t.call,
-                        json.dumps(list(t.deps)),
-                        t.status.value,
-                        observation_text(t.output, None) if t.output is not None else None,
-                        t.error.message if t.error is not None else None,
-                        t.parsed_at,
-                        t.ready_at,
-                        t.started_at,
-                        t.ended_at,
-                    )
-                    for t in result.tasks
-                ],
-            )
-            db.executemany(
-                "INSERT INTO llm_calls VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                [
-                    (
-                        run_id,
-                        seq,
-                        c.role,
-                        c.model,
-                        c.round,
-                        c.task_id,
-                        c.input_tokens,
-                        c.output_tokens,
-                        int(c.estimated),
-                        c.started_at,
-                        c.ended_at,
-                        c.time_to_first_token,
-                    )
-                    for seq, c in enumerate(result.usage)
-                ],
+                "INSERT INTO llm_calls VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", map(_row, calls)
             )
         return run_id
 
     def delete(self, run_id: str) -> None:
         """Delete a saved run (a unique prefix is enough)."""
-        full = self._resolve(run_id)
-        with self._transaction() as db:
+        full = self._resolve(run_id)[0]
+        with self._failures("delete the run"), self._transaction() as db:
             db.execute("DELETE FROM runs WHERE id = ?", (full,))
 
     # -- reading ---------------------------------------------------------------------------
     def list_runs(self, limit: int = 20) -> list[RunSummary]:
-        """The newest runs first."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT id, created_at, question, answer, wall_time, llm_calls, input_tokens, "
-                "output_tokens FROM runs ORDER BY created_at DESC, rowid DESC LIMIT ?",
-                (limit,),
-            ).fetchall()
-        return [RunSummary(*row) for row in rows]
+        """The newest readable runs first (:meth:`scan` also says what could not be read)."""
+        return self.scan(limit).runs
+
+    def scan(self, limit: int = 20) -> RunListing:
+        """The newest ``limit`` runs that can be read, and what is damaged (if anything)."""
+        if self._empty:
+            return RunListing()
+        with self._lock, self._failures("read the run store"):
+            rows, sqlite_error = self._rows(_SUMMARY_COLUMNS)
+            error: sqlite3.Error | str | None = sqlite_error
+            good = [row for row in rows if _is_run_id(row[1])]
+            if len(good) < len(rows) and error is None:  # misread from a damaged page
+                error = "some rows hold no run id"
+            unreadable = self._unreadable(good) if error is not None else 0
+        newest = heapq.nlargest(
+            max(limit, 0), good, key=lambda row: (_as_text(row[2]), _as_int(row[0]))
+        )
+        listing = RunListing([_summary(row) for row in newest], unreadable)
+        if error is not None:
+            listing.damage = self.damage_report(error, unreadable, len(good))
+        return listing
+
+    def _unreadable(self, good: list[tuple[Any, ...]]) -> int | None:
+        """How many runs the indexes know of are not among the rows read (``None``: the
+        indexes cannot say)."""
+        known = self._indexed_rowids()
+        return len(known - {row[0] for row in good}) if known else None
+
+    def damage_report(
+        self, error: sqlite3.Error | str, unreadable: int | None, readable: int
+    ) -> str:
+        """One line for a damaged store: the file, SQLite's complaint, the loss, the way out."""
+        if unreadable is None:
+            lost = "some runs could not be read (how many is unknown)"
+        else:
+            lost = f"{unreadable} run{'s' if unreadable != 1 else ''} could not be read"
+        return (
+            f"the run store {self.path} is damaged ({error}): {lost}, {readable} can be; "
+            f"{recovery_hint(self.path)}"
+        )
+
+    def _rows(self, columns: str) -> tuple[list[tuple[Any, ...]], sqlite3.Error | None]:
+        """``(rowid, *columns)`` of every row of ``runs`` SQLite can read, and the first error
+        (``None``: SQLite noticed no damage).
+
+        Indexes are not used for the scan (a damaged index could hide rows); when the table
+        itself is damaged, the scan steps past the unreadable rows one row id at a time and
+        goes on after them.
+        """
+        db = self.db
+        # `columns` is one of this module's constants, never outside text.
+        query = f"SELECT rowid, {columns} FROM runs NOT INDEXED WHERE rowid > ? ORDER BY rowid"  # noqa: S608
+        point = f"SELECT rowid, {columns} FROM runs WHERE rowid = ?"  # noqa: S608
+        rows: dict[int, tuple[Any, ...]] = {}
+        position = _INT64_MIN
+        first_error: sqlite3.Error | None = None
+        try:
+            for row in db.execute(query, (position,)):
+                rows[row[0]] = row
+                position = max(position, row[0])
+            return list(rows.values()), None
+        except sqlite3.Error as exc:
+            if not _is_damage(exc):
+                raise
+            first_error = exc
+        if "schema" in str(first_error).lower():  # nothing at all can be read
+            raise first_error
+        known = self._indexed_rowids()
+        bound = max([*known, *rows], default=0)
+        try:
+            bound = max(bound, db.execute("SELECT max(rowid) FROM runs").fetchone()[0] or 0)
+        except sqlite3.Error:  # how far the rows go is unknown: as far as the file could hold
+            bound = max(bound, position, 0) + self._row_capacity()
+        if position == _INT64_MIN:  # not even the first row could be read
+            position = min([*known, 1]) - 1
+        if position > bound:  # a damaged page gave a row a wild id: start from the known ones
+            position = min([*known, *(r for r in rows if r <= bound), 1]) - 1
+        while position < bound:
+            try:
+                for row in db.execute(query, (position,)):
+                    rows[row[0]] = row
+                    if position < row[0] <= bound:  # a wild id from a damaged page: no leap
+                        position = row[0]
+                break  # read to the end
+            except sqlite3.Error as exc:
+                if not _is_damage(exc):
+                    raise
+            # Something after `position` cannot be read.  The row with the next id may still
+            # be (a scan can fail on a damaged page that comes before it): look it up alone,
+            # then go on after it.
+            position += 1
+            try:
+                row = db.execute(point, (position,)).fetchone()
+            except sqlite3.Error as exc:
+                if not _is_damage(exc):
+                    raise
+            else:
+                if row is not None:
+                    rows[row[0]] = row
+        return list(rows.values()), first_error
+
+    def _row_capacity(self) -> int:
+        """At most how many rows of ``runs`` the file has room for (each takes 50 bytes or
+        more), capped at :data:`SALVAGE_REACH`."""
+        try:
+            pages = int(self.db.execute("PRAGMA page_count").fetchone()[0])
+            size = int(self.db.execute("PRAGMA page_size").fetchone()[0])
+        except (sqlite3.Error, TypeError, ValueError):
+            return SALVAGE_REACH
+        return max(1, min(SALVAGE_REACH, pages * (size // 50)))
+
+    def _indexed_rowids(self) -> set[int]:
+        """The row ids the table's indexes list (each index is read as far as it can be)."""
+        found: set[int] = set()
+        for index in ("sqlite_autoindex_runs_1", "runs_created"):
+            try:
+                rowids = self.db.execute(f"SELECT rowid FROM runs INDEXED BY {index}")  # noqa: S608
+                for (rowid,) in rowids:
+                    if isinstance(rowid, int):
+                        found.add(rowid)
+            except sqlite3.Error:
+                continue
+        return found
 
     def load(self, run_id: str) -> dict[str, Any]:
         """A saved run as the dict :meth:`RunResult.to_dict` gave, plus ``id`` and models."""
-        full = self._resolve(run_id)
+        full, rowid = self._resolve(run_id)
         with self._lock:
-            row = self._db.execute(
-                "SELECT result_json, created_at, planner, joiner FROM runs WHERE id = ?", (full,)
-            ).fetchone()
-        data: dict[str, Any] = json.loads(row[0])
-        data.update(id=full, created_at=row[1], planner=row[2], joiner=row[3])
+            try:
+                row = self.db.execute(
+                    "SELECT id, result_json, created_at, planner, joiner FROM runs WHERE rowid = ?",
+                    (rowid,),
+                ).fetchone()
+            except sqlite3.Error as exc:
+                raise UsageError(self._explain(exc, f"read run {full}")) from exc
+        if row is None:
+            raise RunNotFoundError(f"no saved run {run_id}; 'dagcall runs' lists them")
+        text = _as_text(row[1])
+        try:
+            data = json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            raise UsageError(
+                f"run {full} in {self.path} cannot be read: its stored JSON is damaged "
+                f"({type(exc).__name__}: {_short(str(exc))}); the other runs are not affected"
+            ) from exc
+        if not isinstance(data, dict):
+            raise UsageError(
+                f"run {full} in {self.path} cannot be read: its stored JSON is a "
+                f"{type(data).__name__}, not a run; the other runs are not affected"
+            )
+        data.update(
+            id=full, created_at=_as_text(row[2]), planner=_as_text(row[3]), joiner=_as_text(row[4])
+        )
         return data
 
-    def _resolve(self, run_id: str) -> str:
+    def _resolve(self, run_id: str) -> tuple[str, int]:
+        """The full id and row id of the run ``run_id`` (a unique prefix) names."""
         prefix = run_id.strip().lower()
         if not prefix or any(c not in "0123456789abcdef" for c in prefix):
-            raise RunNotFoundError(f"{run_id!r} is not a run id (run ids are hex digits)")
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT id FROM runs WHERE id >= ? AND id < ? LIMIT 2",
-                (prefix, prefix + "g"),
-            ).fetchall()
-        if not rows:
+            shown = _clean(repr(run_id[:40] + ("…" if len(run_id) > 40 else "")))
+            raise RunNotFoundError(f"{shown} is not a run id (run ids are hex digits)")
+        if self._empty:
             raise RunNotFoundError(f"no saved run {run_id}; 'dagcall runs' lists them")
-        if len(rows) > 1:
+        with self._lock:
+            matches: list[tuple[str, int]] | None
+            try:  # the id index first: quick, and right unless the store is damaged
+                found = self.db.execute(
+                    "SELECT id, rowid FROM runs WHERE id >= ? AND id < ? LIMIT 2",
+                    (prefix, prefix + "g"),
+                ).fetchall()
+                matches = [(i, r) for i, r in found if isinstance(i, str) and i.startswith(prefix)]
+                if len(matches) == 1:
+                    check = self.db.execute(
+                        "SELECT id FROM runs WHERE rowid = ?", (matches[0][1],)
+                    ).fetchone()
+                    if check is None or check[0] != matches[0][0]:
+                        matches = None  # the index and the table disagree
+                elif not matches:
+                    matches = None  # to be sure, look at the table itself
+            except sqlite3.Error as exc:
+                if not _is_damage(exc):
+                    raise UsageError(self._explain(exc, "read the run store")) from exc
+                matches = None
+            error: sqlite3.Error | None = None
+            unreadable: int | None = 0
+            readable = 0
+            if matches is None:
+                with self._failures("read the run store"):
+                    rows, error = self._rows("id")
+                    good = [row for row in rows if _is_run_id(row[1])]
+                    if error is not None:
+                        unreadable = self._unreadable(good)
+                readable = len(good)
+                matches = [(r[1], r[0]) for r in good if r[1].startswith(prefix)][:2]
+        if not matches:
+            message = f"no saved run {run_id}; 'dagcall runs' lists them"
+            if error is not None:
+                message = f"no readable run {run_id}: " + self.damage_report(
+                    error, unreadable, readable
+                )
+            raise RunNotFoundError(message)
+        if len(matches) > 1:
             raise RunNotFoundError(f"run id prefix {run_id} is ambiguous; give more digits")
-        return str(rows[0][0])
+        return matches[0]
 
     # -- lifetime --------------------------------------------------------------------------
     def close(self) -> None:
         with self._lock:
-            self._db.close()
+            self._close_quietly()
 
     def __enter__(self) -> RunStore:
         return self
@@ -318,3 +777,176 @@ class RunStore:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _is_run_id(value: object) -> bool:
+    return isinstance(value, str) and bool(value) and all(c in "0123456789abcdef" for c in value)
+
+
+def _is_damage(exc: sqlite3.Error) -> bool:
+    """Whether an error is damage to the file, which reading around may get past."""
+    low = str(exc).lower()
+    return isinstance(exc, sqlite3.DatabaseError) and not any(
+        word in low for word in ("locked", "busy", "no such table", "no such column")
+    )
+
+
+def _row(values: tuple[object, ...]) -> tuple[object, ...]:
+    return tuple(_sql(v) for v in values)
+
+
+def _sql_dep(dep: object) -> object:
+    """A dependency id for the ``deps`` JSON column (ints JSON can hold as they are)."""
+    if isinstance(dep, bool) or not isinstance(dep, int):
+        return observation_text(dep, 100)
+    return int(dep)
+
+
+def _error_text(error: object) -> str | None:
+    if error is None:
+        return None
+    message = getattr(error, "message", None)
+    return observation_text(message if message is not None else error, None)
+
+
+def _short(text: str, width: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+# -- a run read back, made safe to show -------------------------------------------------------
+
+
+def tidy_run(run: object) -> dict[str, Any]:
+    """A run (``RunResult.to_dict()`` or a stored run, however damaged) with every field that
+    ``dagcall show``, the Mermaid graph and the timeline read present and of its type.
+
+    Text fields are ``str``; times are finite ``float`` (``None`` where optional); counts are
+    ``int``; ids are hashable (``int`` as they were, anything unhashable as its JSON text);
+    ``rounds``, ``tasks``, ``usage``, ``deps``, ``task_ids`` and ``errors`` are lists of these.
+    Fields it does not know are kept as they are.
+    """
+    src: Mapping[str, Any] = run if isinstance(run, Mapping) else {}
+    out: dict[str, Any] = {str(k): v for k, v in src.items()}
+    out["question"] = _text_of(src.get("question"))
+    out["answer"] = _text_of(src.get("answer"))
+    out["stop_reason"] = _text_of(src.get("stop_reason"))
+    tasks = [_tidy_task(t, i) for i, t in enumerate(_list_of(src.get("tasks")))]
+    usage = [_tidy_call(c) for c in _list_of(src.get("usage"))]
+    ends = [t["ended_at"] for t in tasks if t["ended_at"] is not None]
+    ends += [c["ended_at"] for c in usage]
+    wall = _time_of(src.get("wall_time"))
+    out["wall_time"] = wall if wall is not None else max([0.0, *ends])
+    out["rounds"] = [_tidy_round(r, i) for i, r in enumerate(_list_of(src.get("rounds")))]
+    out["tasks"] = tasks
+    out["usage"] = usage
+    return out
+
+
+def _list_of(value: object) -> list[Any]:
+    return list(value) if isinstance(value, list | tuple) else []
+
+
+def _map_of(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _text_of(value: object) -> str:
+    if isinstance(value, str):
+        return str(value)
+    if value is None:
+        return ""
+    return observation_text(value, 10_000)
+
+
+def _time_of(value: object) -> float | None:
+    """A finite number of seconds, or ``None``."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _int_of(value: object, default: int) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return int(value)
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    return default
+
+
+def _key_of(value: object) -> Any:
+    """An id usable as a dict key and printable: ints, strings and other scalars as they are
+    (ints too long to print as text in hexadecimal), anything else as its JSON text."""
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        number = int(value)
+        return number if number.bit_length() < 13_000 else f"{number:#x}"
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, str):
+        return str(value)
+    return observation_text(value, 200)
+
+
+def _error_of(value: object) -> dict[str, str] | None:
+    if value is None:
+        return None
+    if isinstance(value, Mapping):
+        return {"type": _text_of(value.get("type")), "message": _text_of(value.get("message"))}
+    return {"type": "", "message": _text_of(value)}
+
+
+def _tidy_task(value: object, position: int) -> dict[str, Any]:
+    src = _map_of(value)
+    task: dict[str, Any] = {str(k): v for k, v in src.items()}
+    task["id"] = _key_of(src.get("id", f"?{position + 1}"))
+    for name in ("tool", "call", "status"):
+        task[name] = _text_of(src.get(name))
+    task["round"] = _int_of(src.get("round"), 0)
+    task["deps"] = [_key_of(d) for d in _list_of(src.get("deps"))]
+    task["error"] = _error_of(src.get("error"))
+    task["parsed_at"] = _time_of(src.get("parsed_at")) or 0.0
+    for name in ("ready_at", "started_at", "ended_at"):
+        task[name] = _time_of(src.get(name))
+    task.setdefault("output", None)
+    return task
+
+
+def _tidy_call(value: object) -> dict[str, Any]:
+    src = _map_of(value)
+    call: dict[str, Any] = {str(k): v for k, v in src.items()}
+    call["role"] = _text_of(src.get("role"))
+    call["model"] = _text_of(src.get("model"))
+    call["round"] = _int_of(src.get("round"), 0)
+    call["input_tokens"] = _int_of(src.get("input_tokens"), 0)
+    call["output_tokens"] = _int_of(src.get("output_tokens"), 0)
+    start = _time_of(src.get("started_at")) or 0.0
+    end = _time_of(src.get("ended_at"))
+    call["started_at"] = start
+    call["ended_at"] = end if end is not None else start
+    latency = _time_of(src.get("latency"))
+    call["latency"] = latency if latency is not None else call["ended_at"] - start
+    call["time_to_first_token"] = _time_of(src.get("time_to_first_token"))
+    call["estimated"] = (
+        bool(src.get("estimated")) if isinstance(src.get("estimated"), bool) else False
+    )
+    task_id = src.get("task_id")
+    call["task_id"] = None if task_id is None else _key_of(task_id)
+    return call
+
+
+def _tidy_round(value: object, position: int) -> dict[str, Any]:
+    src = _map_of(value)
+    rnd: dict[str, Any] = {str(k): v for k, v in src.items()}
+    rnd["index"] = _int_of(src.get("index"), position)
+    rnd["plan"] = _text_of(src.get("plan"))
+    rnd["task_ids"] = [_key_of(i) for i in _list_of(src.get("task_ids"))]
+    rnd["errors"] = [e for e in map(_error_of, _list_of(src.get("errors"))) if e is not None]
+    rnd["joiner_output"] = _text_of(src.get("joiner_output"))
+    rnd["decision"] = _text_of(src.get("decision"))
+    return rnd
