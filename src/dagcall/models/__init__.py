@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .._errors import UsageError
@@ -38,11 +40,72 @@ __all__ = [
     "complete",
     "complete_with_tools",
     "default_model_spec",
+    "model_providers",
+    "register_model_provider",
     "resolve_model",
 ]
 
-KNOWN_PROVIDERS = ("anthropic", "local", "openai")
 DEFAULT_MODEL = "local"
+
+#: A model provider: given what follows ``prefix:`` in a model string, the model it names.
+ModelFactory = Callable[[str], Model]
+
+_providers: dict[str, ModelFactory] = {}
+_PREFIX = re.compile(r"[A-Za-z][A-Za-z0-9_.-]*")
+
+
+def register_model_provider(prefix: str, factory: ModelFactory, *, replace: bool = False) -> None:
+    """Make ``resolve_model("PREFIX:REST")`` return ``factory("REST")`` (and a bare
+    ``"PREFIX"`` return ``factory("")``).
+
+    ``prefix`` is a name such as ``"simulated"`` (a letter, then letters, digits, ``_``, ``.``
+    or ``-``).  Registering a prefix that is taken raises UsageError unless ``replace=True``.
+    The factory raises UsageError for a string it cannot use; it must return a Model.
+    """
+    if not isinstance(prefix, str) or not _PREFIX.fullmatch(prefix):
+        raise UsageError(
+            f"a model provider prefix is a name like 'simulated' (a letter, then letters, "
+            f"digits, '_', '.' or '-'), not {prefix!r}"
+        )
+    if not callable(factory):
+        raise UsageError(f"the factory for model provider {prefix!r} must be callable")
+    if prefix in _providers and not replace:
+        raise UsageError(
+            f"model provider {prefix!r} is already registered; pass replace=True to replace it"
+        )
+    _providers[prefix] = factory
+
+
+def model_providers() -> tuple[str, ...]:
+    """The registered model string prefixes, sorted."""
+    return tuple(sorted(_providers))
+
+
+def _local(rest: str) -> Model:
+    from ._local import LocalModel
+
+    return LocalModel(rest) if rest else LocalModel()
+
+
+def _openai(rest: str) -> Model:
+    from ._openai import OpenAIModel
+    from ._provider import split_server
+
+    name, base_url = split_server("openai", rest)
+    return OpenAIModel(name, base_url=base_url)
+
+
+def _anthropic(rest: str) -> Model:
+    from ._anthropic import AnthropicModel
+    from ._provider import split_server
+
+    name, base_url = split_server("anthropic", rest)
+    return AnthropicModel(name, base_url=base_url)
+
+
+register_model_provider("local", _local)
+register_model_provider("openai", _openai)
+register_model_provider("anthropic", _anthropic)
 
 
 def __getattr__(name: str) -> object:
@@ -73,8 +136,9 @@ def resolve_model(spec: Model | str | None = None) -> Model:
     Strings are ``"provider:model"``: ``"local"`` is the embedded local model and
     ``"local:/path/to/file.gguf"`` any GGUF file run by llama.cpp; ``"openai:gpt-4o-mini"``
     uses the OpenAI API (key from ``OPENAI_API_KEY``), and ``"openai:MODEL@http://host:port/v1"``
-    any OpenAI-compatible server (vLLM, Ollama, llama.cpp's server).  ``None`` means
-    :func:`default_model_spec`.
+    any OpenAI-compatible server (vLLM, Ollama, llama.cpp's server); ``"anthropic:MODEL"``
+    and ``"anthropic:MODEL@http://host:port"`` likewise.  Other prefixes are those added with
+    :func:`register_model_provider`.  ``None`` means :func:`default_model_spec`.
     """
     if spec is None:
         spec = default_model_spec()
@@ -82,33 +146,25 @@ def resolve_model(spec: Model | str | None = None) -> Model:
         return spec
     if not isinstance(spec, str):
         raise UsageError(f"model must be a dagcall Model or a string, not {type(spec).__name__}")
-    if spec.strip() == "local":
-        from ._local import LocalModel
-
-        return LocalModel()
     provider, sep, rest = spec.partition(":")
-    if provider == "local" and rest:
-        from ._local import LocalModel
-
-        return LocalModel(rest)
-    if not sep or not rest:
+    if not sep:
+        provider = provider.strip()  # a bare prefix: "local"
+    elif not rest:
+        provider = ""  # "openai:" names no model
+    factory = _providers.get(provider)
+    if factory is None and sep and provider:
+        raise UsageError(
+            f"unknown model provider {provider!r} in {spec!r}; known providers: "
+            + ", ".join(model_providers())
+        )
+    if factory is None:
         raise UsageError(
             f"model string {spec!r} must look like 'provider:model', e.g. 'openai:gpt-4o-mini' "
             "or 'openai:MODEL@http://127.0.0.1:8000/v1'"
         )
-    if provider == "openai":
-        from ._openai import OpenAIModel
-
-        name, at, base_url = rest.partition("@")
-        if at and not base_url:
-            raise UsageError(f"model string {spec!r} has '@' but no server address after it")
-        return OpenAIModel(name, base_url=base_url or None)
-    if provider == "anthropic":
-        from ._anthropic import AnthropicModel
-
-        name, at, base_url = rest.partition("@")
-        return AnthropicModel(name, base_url=base_url or None)
-    raise UsageError(
-        f"unknown model provider {provider!r} in {spec!r}; known providers: "
-        + ", ".join(KNOWN_PROVIDERS)
-    )
+    model = factory(rest)
+    if not isinstance(model, Model):
+        raise UsageError(
+            f"model provider {provider!r} returned {type(model).__name__}, not a dagcall Model"
+        )
+    return model

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import json
-import os
-import ssl
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 import anthropic
 import httpx2
@@ -22,48 +18,22 @@ from anthropic.types import (
     UserMessageParam,
 )
 
-from .._errors import (
-    ModelConnectionError,
-    ModelError,
-    ModelHTTPError,
-    ModelStreamError,
-    UsageError,
-)
+from .._errors import UsageError
 from .._tokens import estimate_tokens
-from ._base import Message, Model, StopFilter, TokenUsage, ToolCall
-from ._http import (
-    Secrets,
-    check_base_url,
-    plural,
-    redact_url,
-    response_hook,
-    retry_refused,
-    tries_text,
-    url_secrets,
-    with_cause,
-)
+from ._base import Message, TokenUsage, ToolCall
+from ._http import retry_refused as _refused
+from ._provider import HTTPModel, SDKErrors, StreamState
 
 __all__ = ["AnthropicModel"]
-
-#: The API key sent to Anthropic-compatible servers when none is configured (they ignore it).
-PLACEHOLDER_API_KEY = "not-needed"
 
 #: Sent as the first user turn when the conversation has none (the API needs one).
 PLACEHOLDER_USER_TURN = "Continue."
 
 _ANTHROPIC_HOST = "api.anthropic.com"
-_DETAIL_LIMIT = 300
 #: Input token counts in a ``usage`` object; their sum is the request's input.
 _INPUT_FIELDS = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
 #: Request fields that the Messages API (version 2026-10-21, sent by SDK 2.x) refuses.
 _SAMPLING_FIELDS = ("temperature", "top_p", "top_k")
-
-
-@functools.cache
-def _ssl_context() -> ssl.SSLContext:
-    # Building a verified SSL context costs tens of milliseconds of blocking work; each call
-    # gets a fresh HTTP client (see AnthropicModel), so the context is built once and shared.
-    return httpx2.create_ssl_context()
 
 
 def _blocks(message: Message) -> list[dict[str, Any]]:
@@ -143,8 +113,8 @@ def _field(obj: object, name: str) -> int | None:
 
 
 @dataclass
-class _StreamState:
-    """What the events of one stream said, apart from their text."""
+class _EventState(StreamState):
+    """What the events of one Messages stream said, apart from their text."""
 
     inputs: dict[str, int] = field(default_factory=dict)  # _INPUT_FIELDS that were reported
     output_tokens: int | None = None
@@ -152,7 +122,6 @@ class _StreamState:
     tool_uses: dict[int, list[str]] = field(default_factory=dict)  # index: id, name, JSON
 
     def read(self, event: RawMessageStreamEvent) -> str:
-        """Take note of ``event``; return its text (``""`` for events without text)."""
         if event.type == "content_block_delta":
             if event.delta.type == "input_json_delta" and event.index in self.tool_uses:
                 self.tool_uses[event.index][2] += event.delta.partial_json
@@ -181,14 +150,25 @@ class _StreamState:
     def input_tokens(self) -> int | None:
         return sum(self.inputs.values()) if "input_tokens" in self.inputs else None
 
-    def tool_calls(self) -> list[ToolCall]:
-        return [
-            ToolCall(call_id, name, arguments or "{}")
-            for call_id, name, arguments in (self.tool_uses[i] for i in sorted(self.tool_uses))
-        ]
+    def tool_calls(self, model: str) -> Iterator[ToolCall]:
+        for i in sorted(self.tool_uses):
+            call_id, name, arguments = self.tool_uses[i]
+            yield ToolCall(call_id, name, arguments or "{}")
+
+    def usage(self, messages: Sequence[Message], text: str, calls: list[ToolCall]) -> TokenUsage:
+        if self.input_tokens is not None and self.output_tokens is not None:
+            return TokenUsage(self.input_tokens, self.output_tokens)
+        # we stopped reading before the counts, or the server sent none
+        return TokenUsage(
+            input_tokens=self.input_tokens
+            if self.input_tokens is not None
+            else estimate_tokens(m.content for m in messages),
+            output_tokens=estimate_tokens(text),
+            estimated=True,
+        )
 
 
-class AnthropicModel(Model):
+class AnthropicModel(HTTPModel):
     """A Claude model on the Anthropic Messages API, or on an Anthropic-compatible server.
 
     ``AnthropicModel("claude-sonnet-4-5")`` uses the key from ``ANTHROPIC_API_KEY``;
@@ -206,15 +186,33 @@ class AnthropicModel(Model):
     sampling parameters, even at their default values.  Set it only for a compatible server
     that still takes one; it is then sent in the request body.
 
-    Each :meth:`stream` call uses a fresh HTTP client that is closed when the stream ends;
-    pass your own ``client`` (an ``anthropic.AsyncAnthropic``) to share a connection pool, used
-    as is, with its own base URL, key, retries and timeout, and closed by you.  Failed
-    requests are retried by the SDK (``max_retries``, honouring ``retry-after`` of up to
-    60 s; an answer asking for a longer wait is not retried) before the stream starts; once
-    text flows, failures are not retried.  Errors say how many requests were made, and
-    neither they nor their ``__cause__`` (a scrubbed
-    :class:`~dagcall.models._http.ProviderError`, never the SDK's exception) hold the key.
+    The model makes one HTTP client per event loop, reused for every call on that loop and
+    closed when the loop shuts down or by :meth:`aclose`; pass your own ``client`` (an
+    ``anthropic.AsyncAnthropic``) to share a pool of your own, used as is, with its own base
+    URL, key, retries and timeout, and closed by you.  Failed requests are retried by the SDK
+    (``max_retries``, honouring ``retry-after`` of up to 60 s; an answer asking for a longer
+    wait is not retried) before the stream starts; once text flows, failures are not retried.
+    Errors say how many requests were made, and neither they nor their ``__cause__`` (a
+    scrubbed :class:`~dagcall.models._http.ProviderError`, never the SDK's exception) hold the
+    key.
     """
+
+    provider: ClassVar[str] = "anthropic"
+    label: ClassVar[str] = "Anthropic"
+    example: ClassVar[str] = "claude-sonnet-4-5"
+    key_env: ClassVar[str] = "ANTHROPIC_API_KEY"
+    compatible: ClassVar[str] = "an Anthropic-compatible server"
+    official_host: ClassVar[str] = _ANTHROPIC_HOST
+    client_class: ClassVar[str] = "AsyncAnthropic"
+    errors: ClassVar[SDKErrors] = SDKErrors(
+        status=anthropic.APIStatusError,
+        timeout=anthropic.APITimeoutError,
+        connection=anthropic.APIConnectionError,
+        api=anthropic.APIError,
+    )
+    finish_marker: ClassVar[str] = "message_stop"
+    event_word: ClassVar[str] = "event"
+    show_request_id: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -228,14 +226,6 @@ class AnthropicModel(Model):
         temperature: float | None = None,
         max_tokens: int = 4096,
     ) -> None:
-        if not isinstance(model, str) or not model.strip():
-            raise UsageError(
-                "AnthropicModel needs a model name, e.g. AnthropicModel('claude-sonnet-4-5')"
-            )
-        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-            raise UsageError(f"max_retries must be a non-negative integer, not {max_retries!r}")
-        if not timeout > 0:
-            raise UsageError(f"timeout must be a positive number of seconds, not {timeout!r}")
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
             raise UsageError(f"max_tokens must be a positive integer, not {max_tokens!r}")
         if temperature is not None and (
@@ -244,72 +234,44 @@ class AnthropicModel(Model):
             or not 0.0 <= temperature <= 1.0
         ):
             raise UsageError(f"temperature must be between 0 and 1 or None, not {temperature!r}")
-        if client is not None and (base_url is not None or api_key is not None):
-            raise UsageError(
-                "pass either client= (a configured AsyncAnthropic) or base_url=/api_key=, not both"
-            )
-        if base_url is not None:
-            check_base_url(base_url)
-
-        if client is None:
-            key = api_key or os.environ.get("ANTHROPIC_API_KEY") or None
-            if key is None:
-                if base_url is None:
-                    raise UsageError(
-                        f"no API key for Anthropic model {model!r}: set the ANTHROPIC_API_KEY "
-                        "environment variable, pass api_key=, or pass base_url= to use an "
-                        "Anthropic-compatible server"
-                    )
-                key = PLACEHOLDER_API_KEY
-            self._api_key = key
-            self._secrets = Secrets([key, *url_secrets(base_url)])
-        else:
-            self._api_key = ""
-            self._secrets = Secrets(
-                [
-                    *(s for s in (client.api_key, client.auth_token) if isinstance(s, str)),
-                    *url_secrets(str(client.base_url)),
-                ]
-            )
-
-        self.model = model
-        self.base_url = base_url
-        self.max_retries = max_retries
-        self.timeout = float(timeout)
+        super().__init__(
+            model,
+            base_url=base_url,
+            api_key=api_key,
+            client=client,
+            max_retries=max_retries,
+            timeout=timeout,
+        )
         self.temperature = temperature
         self.max_tokens = max_tokens
-        self._client = client
-        shown = base_url
-        if client is not None and client.base_url.host != _ANTHROPIC_HOST:
-            shown = str(client.base_url).rstrip("/")
-        self.name = f"anthropic:{model}" + (f"@{redact_url(shown)}" if shown else "")
 
-    # -- the Model interface --------------------------------------------------------------------
-    supports_tools = True
+    # -- the wire mapping -------------------------------------------------------------------------
+    @staticmethod
+    def _client_secrets(client: Any) -> list[str]:
+        return [s for s in (client.api_key, client.auth_token) if isinstance(s, str)]
 
-    async def stream(
-        self,
-        messages: Sequence[Message],
-        *,
-        stop: Sequence[str] = (),
-        max_tokens: int | None = None,
-        grammar: str | None = None,  # a GBNF grammar for local models: not supported, ignored
-    ) -> AsyncGenerator[str | TokenUsage, None]:
-        async with contextlib.aclosing(self._stream(messages, stop, max_tokens, None)) as events:
-            async for event in events:
-                if not isinstance(event, ToolCall):
-                    yield event
+    def _http_client(self, **kwargs: Any) -> httpx2.AsyncClient:
+        return anthropic.DefaultAsyncHttpxClient(**kwargs)
 
-    async def stream_tools(
-        self,
-        messages: Sequence[Message],
-        tools: Sequence[Mapping[str, Any]],
-        *,
-        max_tokens: int | None = None,
-    ) -> AsyncGenerator[str | ToolCall | TokenUsage, None]:
+    def _build_client(self, http_client: httpx2.AsyncClient) -> AsyncAnthropic:
+        return AsyncAnthropic(
+            api_key=self._api_key,
+            base_url=self.base_url,
+            max_retries=self.max_retries,
+            timeout=self.timeout,
+            http_client=http_client,
+        )
+
+    def _prepare(self, messages: Sequence[Message]) -> tuple[str, list[MessageParam]]:
+        return _to_anthropic(messages)
+
+    def _new_state(self) -> StreamState:
+        return _EventState()
+
+    def _tool_specs(self, tools: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         """Native tool use: ``tools`` go out with their JSON Schemas as ``input_schema``; the
         text streams, then every ``tool_use`` block the reply held, in order."""
-        specs = [
+        return [
             {
                 "name": str(t["name"]),
                 "description": str(t.get("description", "")),
@@ -317,253 +279,54 @@ class AnthropicModel(Model):
             }
             for t in tools
         ]
-        async with contextlib.aclosing(self._stream(messages, (), max_tokens, specs)) as events:
-            async for event in events:
-                yield event
 
-    async def _stream(
-        self,
-        messages: Sequence[Message],
-        stop: Sequence[str],
-        max_tokens: int | None,
-        tools: list[dict[str, Any]] | None,
-    ) -> AsyncGenerator[str | ToolCall | TokenUsage, None]:
-        system, payload = _to_anthropic(messages)
-        if max_tokens is not None and max_tokens < 1:
-            raise UsageError(f"max_tokens must be at least 1, not {max_tokens!r}")
-        stops = [s for s in stop if s]
-        stopper = StopFilter(stops)
-        received: list[str] = []  # raw text from the server, before local stop filtering
-        state = _StreamState()
-
-        client = self._client if self._client is not None else self._new_client()
-        try:
-            events = await self._open(client, system, payload, stops, max_tokens, tools)
-            try:
-                while True:
-                    failure: ModelStreamError | None = None
-                    try:
-                        text = state.read(await events.__anext__())
-                    except StopAsyncIteration:
-                        break
-                    except Exception as exc:  # anything raised here is a stream failure
-                        failure = self._stream_error(client, exc, sum(map(len, received)))
-                        failure = with_cause(failure, exc, self._secrets)
-                    if failure is not None:
-                        raise failure  # outside the except: the SDK error is not its context
-                    if not text:
-                        continue
-                    received.append(text)
-                    out = stopper.feed(text)
-                    if out:
-                        yield out
-                    if stopper.stopped:
-                        state.finished = True
-                        break  # the rest is past a stop sequence: stop reading now
-            finally:
-                await self._quietly_close(events)
-        finally:
-            if client is not self._client:
-                await self._quietly_close(client)
-
-        if not state.finished:
-            # A body that ends early but cleanly raises nothing in the SDK: without
-            # message_stop the reply is incomplete.
-            raise ModelStreamError(
-                f"{self.name}: the stream from {self._url(client)} ended without message_stop "
-                f"after {plural(sum(map(len, received)), 'character')} of text; the reply is "
-                "incomplete",
-                model=self.name,
-            )
-        tail = stopper.flush()
-        if tail:
-            yield tail
-        for call in state.tool_calls():
-            yield call
-        if state.input_tokens is not None and state.output_tokens is not None:
-            yield TokenUsage(state.input_tokens, state.output_tokens)
-        else:  # we stopped reading before the counts, or the server sent none
-            yield TokenUsage(
-                input_tokens=state.input_tokens
-                if state.input_tokens is not None
-                else estimate_tokens(m.content for m in messages),
-                output_tokens=estimate_tokens("".join(received)),
-                estimated=True,
-            )
-
-    # -- helpers --------------------------------------------------------------------------------
-    def _new_client(self) -> AsyncAnthropic:
-        try:
-            return AsyncAnthropic(
-                api_key=self._api_key,
-                base_url=self.base_url,
-                max_retries=self.max_retries,
-                timeout=self.timeout,
-                http_client=anthropic.DefaultAsyncHttpxClient(
-                    verify=_ssl_context(),
-                    event_hooks={"response": [response_hook(self._secrets)]},
-                ),
-            )
-        except Exception as exc:  # e.g. SSL_CERT_FILE naming a missing file
-            error = ModelError(
-                f"{self.name}: could not set up the HTTP client: "
-                f"{type(exc).__name__}: {self._detail(exc)}",
-                model=self.name,
-            )
-            error = with_cause(error, exc, self._secrets)
-        raise error  # outside the except: the original error is not its context
-
-    async def _open(
+    async def _create(
         self,
         client: AsyncAnthropic,
-        system: str,
-        payload: list[MessageParam],
+        prepared: tuple[str, list[MessageParam]],
         stops: list[str],
         max_tokens: int | None,
-        tools: list[dict[str, Any]] | None = None,
+        tools: list[dict[str, Any]] | None,
     ) -> AsyncStream[RawMessageStreamEvent]:
-        """Send the request (the SDK retries it) and return the event stream."""
+        system, payload = prepared
         # The API refuses whitespace-only stop sequences; they still apply locally.
         api_stops = [s for s in stops if s.strip()]
-        try:
-            return await client.messages.create(
-                model=self.model,
-                max_tokens=max_tokens or self.max_tokens,
-                messages=payload,
-                stream=True,
-                system=system or omit,
-                stop_sequences=api_stops or omit,
-                tools=cast("list[ToolParam]", tools) if tools else omit,
-                # No longer an SDK parameter, and refused by the current API version.
-                extra_body=None if self.temperature is None else {"temperature": self.temperature},
-            )
-        except Exception as exc:
-            error = with_cause(self._request_error(client, exc), exc, self._secrets)
-        raise error  # outside the except: the SDK error is not its context
-
-    def _request_error(self, client: AsyncAnthropic, exc: Exception) -> ModelError:
-        """The ModelError for a request that failed before its stream started."""
-        if isinstance(exc, anthropic.APIStatusError):
-            return self._status_error(client, exc)
-        if isinstance(exc, anthropic.APITimeoutError):
-            return ModelConnectionError(
-                f"{self.name}: {self._url(client)} did not answer within "
-                f"{self._timeout_text(client)}{self._tries(client, exc, None)}; check that the "
-                "server is up and not overloaded, or raise timeout=",
-                model=self.name,
-            )
-        if isinstance(exc, anthropic.APIConnectionError):
-            reason = self._scrub(str(exc.__cause__ or exc)) or type(exc.__cause__).__name__
-            return ModelConnectionError(
-                f"{self.name}: could not reach {self._url(client)} ({reason})"
-                f"{self._tries(client, exc, None)}; check the network, that the server is "
-                "running and that base_url is right",
-                model=self.name,
-            )
-        # whatever else the SDK or its transport raised
-        return ModelError(
-            f"{self.name}: request to {self._url(client)} failed: "
-            f"{type(exc).__name__}: {self._detail(exc)}",
-            model=self.name,
+        return await client.messages.create(
+            model=self.model,
+            max_tokens=max_tokens or self.max_tokens,
+            messages=payload,
+            stream=True,
+            system=system or omit,
+            stop_sequences=api_stops or omit,
+            tools=cast("list[ToolParam]", tools) if tools else omit,
+            # No longer an SDK parameter, and refused by the current API version.
+            extra_body=None if self.temperature is None else {"temperature": self.temperature},
         )
 
-    def _status_error(
-        self, client: AsyncAnthropic, exc: anthropic.APIStatusError
-    ) -> ModelHTTPError:
-        code = exc.status_code
-        url = self._url(client)
-        tries = self._tries(client, exc, code)
-        detail = self._detail(exc)
+    def _special_status(self, code: int, exc: Any, url: str, tries: str, detail: str) -> str | None:
         if code == 400 and any(name in detail for name in _SAMPLING_FIELDS):
-            what = (
+            return (
                 f"{url} rejected the request (HTTP 400); the Messages API no longer takes "
                 "sampling parameters: leave temperature=None"
             )
-        elif code == 401:
-            what = (
-                f"{url} rejected the API key (HTTP 401); check ANTHROPIC_API_KEY or the api_key "
-                "argument"
-            )
-        elif code == 403:
-            what = f"{url} refused access (HTTP 403); check that the API key may use this model"
-        elif code == 404:
-            what = (
-                f"{url} has no model {self.model!r} or no /v1/messages endpoint (HTTP 404); "
-                "check the model name, and that base_url is the server's root (without /v1)"
-            )
-        elif code == 429:
-            advice = (
-                "wait and try again later"
-                if retry_refused(exc)
-                else "lower the concurrency, wait, or raise max_retries"
-            )
-            what = f"rate limited by {url} (HTTP 429){tries}; {advice}"
-        elif code == 529:
-            advice = "try again later" + ("" if retry_refused(exc) else " or raise max_retries")
-            what = f"{url} is overloaded (HTTP 529){tries}; {advice}"
-        elif code >= 500:
-            what = f"provider error at {url} (HTTP {code}){tries}; try again later"
-        else:
-            what = f"{url} rejected the request (HTTP {code}){tries}"
-        return ModelHTTPError(
-            f"{self.name}: {what}: {detail}{self._request_id(exc)}",
-            model=self.name,
-            status_code=code,
+        if code == 529:
+            advice = "try again later" + ("" if _refused(exc) else " or raise max_retries")
+            return f"{url} is overloaded (HTTP 529){tries}; {advice}"
+        return None
+
+    def _not_found(self, url: str) -> str:
+        return (
+            f"{url} has no model {self.model!r} or no /v1/messages endpoint (HTTP 404); "
+            "check the model name, and that base_url is the server's root (without /v1)"
         )
 
-    def _stream_error(self, client: AsyncAnthropic, exc: Exception, chars: int) -> ModelStreamError:
-        url = self._url(client)
-        arrived = f"after {plural(chars, 'character')} of text had arrived"
-        if isinstance(exc, anthropic.APITimeoutError | httpx2.TimeoutException):
-            what = f"the stream from {url} stalled for {self._timeout_text(client)} {arrived}"
-        elif isinstance(exc, anthropic.APIConnectionError | httpx2.TransportError):
-            reason = self._scrub(str(exc.__cause__ or exc)) or type(exc).__name__
-            what = f"the stream from {url} was cut {arrived} ({reason})"
-        elif isinstance(exc, anthropic.APIStatusError):  # an `error` event in the stream
-            kind = exc.type or "error"
-            hint = "; try again later" if kind in ("overloaded_error", "api_error") else ""
-            what = (
-                f"{url} reported {kind} mid-stream {arrived}: {self._detail(exc)}"
-                f"{self._request_id(exc)}{hint}"
-            )
-        elif isinstance(exc, anthropic.APIError):
-            what = f"{url} reported an error mid-stream {arrived}: {self._detail(exc)}"
-        else:
-            what = (
-                f"{url} sent a malformed stream event {arrived} "
-                f"({type(exc).__name__}: {self._detail(exc)})"
-            )
-        return ModelStreamError(f"{self.name}: {what}", model=self.name)
-
-    @staticmethod
-    async def _quietly_close(closable: AsyncStream[RawMessageStreamEvent] | AsyncAnthropic) -> None:
-        # Cleanup must not hide the real outcome (the text, or the error being raised).
-        with contextlib.suppress(Exception):
-            await closable.close()
-
-    def _url(self, client: AsyncAnthropic) -> str:
-        return redact_url(str(client.base_url).rstrip("/"))
-
-    @staticmethod
-    def _timeout_text(client: AsyncAnthropic) -> str:
-        timeout = client.timeout
-        if isinstance(timeout, int | float):
-            return f"{timeout:g}s"
-        if isinstance(timeout, httpx2.Timeout) and timeout.read is not None:
-            return f"{timeout.read:g}s"
-        return "the timeout"
-
-    def _request_id(self, exc: anthropic.APIStatusError) -> str:
-        request_id = exc.request_id
-        return f" (request id {self._scrub(request_id)})" if request_id else ""
-
-    def _tries(self, client: AsyncAnthropic, exc: Exception, status: int | None) -> str:
-        return tries_text(exc, status, client.max_retries, own_client=self._client is None)
-
-    def _scrub(self, text: str) -> str:
-        return self._secrets.scrub(text)
-
-    def _detail(self, exc: BaseException) -> str:
-        message = getattr(exc, "api_message", None) or getattr(exc, "message", None) or exc
-        text = self._secrets.scrub(str(message), _DETAIL_LIMIT).strip()
-        return text or type(exc).__name__
+    def _stream_status(self, exc: Any, url: str, arrived: str) -> str | None:
+        if not isinstance(exc, anthropic.APIStatusError):
+            return None
+        # an `error` event in the stream
+        kind = exc.type or "error"
+        hint = "; try again later" if kind in ("overloaded_error", "api_error") else ""
+        return (
+            f"{url} reported {kind} mid-stream {arrived}: {self._detail(exc)}"
+            f"{self._request_id(exc)}{hint}"
+        )

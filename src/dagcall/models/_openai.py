@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import os
-import ssl
-from collections.abc import AsyncGenerator, Mapping, Sequence
-from typing import Any, cast
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, cast
 
 import httpx2
 import openai
@@ -18,44 +15,17 @@ from openai.types.chat import (
     ChatCompletionToolParam,
 )
 
-from .._errors import (
-    ModelConnectionError,
-    ModelError,
-    ModelHTTPError,
-    ModelStreamError,
-    UsageError,
-)
+from .._errors import ModelStreamError, UsageError
 from .._tokens import estimate_tokens
-from ._base import Message, Model, StopFilter, TokenUsage, ToolCall
-from ._http import (
-    Secrets,
-    check_base_url,
-    plural,
-    redact_url,
-    response_hook,
-    retry_refused,
-    tries_text,
-    url_secrets,
-    with_cause,
-)
+from ._base import Message, TokenUsage, ToolCall
+from ._provider import HTTPModel, SDKErrors, StreamState
 
 __all__ = ["OpenAIModel"]
 
 #: The most stop sequences the OpenAI API accepts; any further ones are applied locally only.
 MAX_API_STOP_SEQUENCES = 4
 
-#: The API key sent to OpenAI-compatible servers when none is configured (they ignore it).
-PLACEHOLDER_API_KEY = "not-needed"
-
 _OPENAI_HOST = "api.openai.com"
-_DETAIL_LIMIT = 300
-
-
-@functools.cache
-def _ssl_context() -> ssl.SSLContext:
-    # Building a verified SSL context costs tens of milliseconds of blocking work; each call
-    # gets a fresh HTTP client (see OpenAIModel), so the context is built once and shared.
-    return httpx2.create_ssl_context()
 
 
 def _to_openai(message: Message) -> ChatCompletionMessageParam:
@@ -129,17 +99,54 @@ def _chunk_usage(chunk: object) -> TokenUsage | None:
     return None
 
 
-class OpenAIModel(Model):
+@dataclass
+class _ChunkState(StreamState):
+    """What the chunks of one chat completions stream said, apart from their text."""
+
+    calls: dict[int, dict[str, str]] = field(default_factory=dict)
+    reported: TokenUsage | None = None
+
+    def read(self, event: Any) -> str:
+        text = _chunk_text(event)
+        _chunk_tool_calls(event, self.calls)
+        self.reported = _chunk_usage(event) or self.reported
+        self.finished = self.finished or any(c.finish_reason for c in event.choices or ())
+        return text
+
+    def tool_calls(self, model: str) -> Iterator[ToolCall]:
+        for index in sorted(self.calls):
+            call = self.calls[index]
+            if not call.get("name"):
+                raise ModelStreamError(
+                    f"{model}: the stream sent a tool call without a name", model=model
+                )
+            yield ToolCall(
+                call.get("id") or f"call_{index}", call["name"], call.get("arguments", "")
+            )
+
+    def usage(self, messages: Sequence[Message], text: str, calls: list[ToolCall]) -> TokenUsage:
+        if self.reported is not None:
+            return self.reported
+        written = text + "".join(c.name + c.arguments for c in calls)
+        return TokenUsage(
+            input_tokens=estimate_tokens(m.content for m in messages),
+            output_tokens=estimate_tokens(written),
+            estimated=True,
+        )
+
+
+class OpenAIModel(HTTPModel):
     """A chat model served by the OpenAI API or an OpenAI-compatible server.
 
     ``OpenAIModel("gpt-4o-mini")`` uses the OpenAI API with the key from ``OPENAI_API_KEY``;
     ``OpenAIModel("llama3", base_url="http://127.0.0.1:8000/v1")`` any compatible server
     (vLLM, Ollama, llama.cpp's server), which need no key.
 
-    Each :meth:`stream` call uses a fresh HTTP client that is closed when the stream ends, so
-    a model can be shared across event loops and never leaks connections.  To share one
-    connection pool instead, pass your own ``client`` (an ``openai.AsyncOpenAI``); it is then
-    used as is, with its own base URL, key, retries and timeout, and you close it.
+    The model makes one HTTP client per event loop and reuses it for every call on that loop;
+    it is closed when the loop shuts down or by :meth:`aclose`, so a model can be shared
+    across event loops.  To share one connection pool of your own instead, pass ``client``
+    (an ``openai.AsyncOpenAI``); it is then used as is, with its own base URL, key, retries
+    and timeout, and you close it.
 
     Failed requests are retried by the SDK (``max_retries``, with backoff that honours
     ``Retry-After`` of up to 60 s; an answer asking for a longer wait is not retried) before
@@ -152,6 +159,22 @@ class OpenAIModel(Model):
     ``stream_usage=False`` for servers that reject ``stream_options``; token counts are then
     estimated.
     """
+
+    provider: ClassVar[str] = "openai"
+    label: ClassVar[str] = "OpenAI"
+    example: ClassVar[str] = "gpt-4o-mini"
+    key_env: ClassVar[str] = "OPENAI_API_KEY"
+    compatible: ClassVar[str] = "a local OpenAI-compatible server"
+    official_host: ClassVar[str] = _OPENAI_HOST
+    client_class: ClassVar[str] = "AsyncOpenAI"
+    errors: ClassVar[SDKErrors] = SDKErrors(
+        status=openai.APIStatusError,
+        timeout=openai.APITimeoutError,
+        connection=openai.APIConnectionError,
+        api=openai.APIError,
+    )
+    finish_marker: ClassVar[str] = "a finish_reason"
+    event_word: ClassVar[str] = "chunk"
 
     def __init__(
         self,
@@ -166,74 +189,44 @@ class OpenAIModel(Model):
         stream_usage: bool = True,
         extra_body: Mapping[str, Any] | None = None,
     ) -> None:
-        if not isinstance(model, str) or not model.strip():
-            raise UsageError("OpenAIModel needs a model name, e.g. OpenAIModel('gpt-4o-mini')")
-        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-            raise UsageError(f"max_retries must be a non-negative integer, not {max_retries!r}")
-        if not timeout > 0:
-            raise UsageError(f"timeout must be a positive number of seconds, not {timeout!r}")
-        if client is not None and (base_url is not None or api_key is not None):
-            raise UsageError(
-                "pass either client= (a configured AsyncOpenAI) or base_url=/api_key=, not both"
-            )
-        if base_url is not None:
-            check_base_url(base_url)
-
-        if client is None:
-            key = api_key or os.environ.get("OPENAI_API_KEY") or None
-            if key is None:
-                if base_url is None:
-                    raise UsageError(
-                        f"no API key for OpenAI model {model!r}: set the OPENAI_API_KEY "
-                        "environment variable, pass api_key=, or pass base_url= to use a local "
-                        "OpenAI-compatible server"
-                    )
-                key = PLACEHOLDER_API_KEY
-            self._api_key = key
-            self._secrets = Secrets([key, *url_secrets(base_url)])
-        else:
-            self._api_key = client.api_key if isinstance(client.api_key, str) else ""
-            self._secrets = Secrets([self._api_key, *url_secrets(str(client.base_url))])
-
-        self.model = model
-        self.base_url = base_url
-        self.max_retries = max_retries
-        self.timeout = float(timeout)
+        super().__init__(
+            model,
+            base_url=base_url,
+            api_key=api_key,
+            client=client,
+            max_retries=max_retries,
+            timeout=timeout,
+        )
         self.temperature = temperature
         self.stream_usage = stream_usage
         self.extra_body: dict[str, Any] | None = dict(extra_body) if extra_body else None
-        self._client = client
-        shown = base_url
-        if client is not None and client.base_url.host != _OPENAI_HOST:
-            shown = str(client.base_url).rstrip("/")
-        self.name = f"openai:{model}" + (f"@{redact_url(shown)}" if shown else "")
 
-    # -- the Model interface --------------------------------------------------------------------
-    supports_tools = True
+    # -- the wire mapping -------------------------------------------------------------------------
+    @staticmethod
+    def _client_secrets(client: Any) -> list[str]:
+        return [client.api_key] if isinstance(client.api_key, str) else []
 
-    async def stream(
-        self,
-        messages: Sequence[Message],
-        *,
-        stop: Sequence[str] = (),
-        max_tokens: int | None = None,
-        grammar: str | None = None,
-    ) -> AsyncGenerator[str | TokenUsage, None]:
-        async with contextlib.aclosing(self._stream(messages, stop, max_tokens, None)) as events:
-            async for event in events:
-                if not isinstance(event, ToolCall):
-                    yield event
+    def _http_client(self, **kwargs: Any) -> httpx2.AsyncClient:
+        return openai.DefaultAsyncHttpxClient(**kwargs)
 
-    async def stream_tools(
-        self,
-        messages: Sequence[Message],
-        tools: Sequence[Mapping[str, Any]],
-        *,
-        max_tokens: int | None = None,
-    ) -> AsyncGenerator[str | ToolCall | TokenUsage, None]:
-        """Native function calling (``tools`` with ``parallel_tool_calls``): the text, then
-        the calls the model made, assembled from their streamed deltas."""
-        specs = [
+    def _build_client(self, http_client: httpx2.AsyncClient) -> AsyncOpenAI:
+        return AsyncOpenAI(
+            api_key=self._api_key,
+            base_url=self.base_url,
+            max_retries=self.max_retries,
+            timeout=self.timeout,
+            http_client=http_client,
+        )
+
+    def _prepare(self, messages: Sequence[Message]) -> list[ChatCompletionMessageParam]:
+        return [_to_openai(m) for m in messages]
+
+    def _new_state(self) -> StreamState:
+        return _ChunkState()
+
+    def _tool_specs(self, tools: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Native function calling (``tools`` with ``parallel_tool_calls``)."""
+        return [
             {
                 "type": "function",
                 "function": {
@@ -244,244 +237,34 @@ class OpenAIModel(Model):
             }
             for t in tools
         ]
-        async with contextlib.aclosing(self._stream(messages, (), max_tokens, specs)) as events:
-            async for event in events:
-                yield event
 
-    async def _stream(
-        self,
-        messages: Sequence[Message],
-        stop: Sequence[str],
-        max_tokens: int | None,
-        tools: list[dict[str, Any]] | None,
-    ) -> AsyncGenerator[str | ToolCall | TokenUsage, None]:
-        msgs = list(messages)
-        calls: dict[int, dict[str, str]] = {}
-        payload = [_to_openai(m) for m in msgs]
-        stops = [s for s in stop if s]
-        if max_tokens is not None and max_tokens < 1:
-            raise UsageError(f"max_tokens must be at least 1, not {max_tokens!r}")
-        stopper = StopFilter(stops)
-        received: list[str] = []  # raw text from the server, before local stop filtering
-        usage: TokenUsage | None = None
-        finished = False  # a finish_reason arrived
-
-        client = self._client if self._client is not None else self._new_client()
-        try:
-            chunks = await self._open(client, payload, stops, max_tokens, tools)
-            try:
-                while True:
-                    failure: ModelStreamError | None = None
-                    try:
-                        chunk = await chunks.__anext__()
-                        text = _chunk_text(chunk)
-                        _chunk_tool_calls(chunk, calls)
-                        usage = _chunk_usage(chunk) or usage
-                        finished = finished or any(c.finish_reason for c in chunk.choices or ())
-                    except StopAsyncIteration:
-                        break
-                    except Exception as exc:  # anything raised here is a stream failure
-                        failure = self._stream_error(client, exc, sum(map(len, received)))
-                        failure = with_cause(failure, exc, self._secrets)
-                    if failure is not None:
-                        raise failure  # outside the except: the SDK error is not its context
-                    if not text:
-                        continue
-                    received.append(text)
-                    out = stopper.feed(text)
-                    if out:
-                        yield out
-                    if stopper.stopped:
-                        finished = True
-                        break  # the rest is past a stop sequence: stop reading now
-            finally:
-                await self._quietly_close(chunks)
-        finally:
-            if client is not self._client:
-                await self._quietly_close(client)
-
-        if not finished:
-            # A server that closes a plain (not chunked) body early looks like a normal end:
-            # without a finish_reason the reply is incomplete.
-            raise ModelStreamError(
-                f"{self.name}: the stream from {self._url(client)} ended without a "
-                f"finish_reason after {plural(sum(map(len, received)), 'character')} of text; "
-                "the reply is incomplete",
-                model=self.name,
-            )
-        tail = stopper.flush()
-        if tail:
-            yield tail
-        made: list[ToolCall] = []
-        for index in sorted(calls):
-            call = calls[index]
-            if not call.get("name"):
-                raise ModelStreamError(
-                    f"{self.name}: the stream sent a tool call without a name", model=self.name
-                )
-            made.append(
-                ToolCall(call.get("id") or f"call_{index}", call["name"], call.get("arguments", ""))
-            )
-            yield made[-1]
-        if usage is None:
-            written = "".join(received) + "".join(c.name + c.arguments for c in made)
-            usage = TokenUsage(
-                input_tokens=estimate_tokens(m.content for m in msgs),
-                output_tokens=estimate_tokens(written),
-                estimated=True,
-            )
-        yield usage
-
-    # -- helpers --------------------------------------------------------------------------------
-    def _new_client(self) -> AsyncOpenAI:
-        try:
-            return AsyncOpenAI(
-                api_key=self._api_key,
-                base_url=self.base_url,
-                max_retries=self.max_retries,
-                timeout=self.timeout,
-                http_client=openai.DefaultAsyncHttpxClient(
-                    verify=_ssl_context(),
-                    event_hooks={"response": [response_hook(self._secrets)]},
-                ),
-            )
-        except Exception as exc:  # e.g. SSL_CERT_FILE naming a missing file
-            error = ModelError(
-                f"{self.name}: could not set up the HTTP client: "
-                f"{type(exc).__name__}: {self._detail(exc)}",
-                model=self.name,
-            )
-            error = with_cause(error, exc, self._secrets)
-        raise error  # outside the except: the original error is not its context
-
-    async def _open(
+    async def _create(
         self,
         client: AsyncOpenAI,
-        payload: list[ChatCompletionMessageParam],
+        prepared: list[ChatCompletionMessageParam],
         stops: list[str],
         max_tokens: int | None,
-        tools: list[dict[str, Any]] | None = None,
+        tools: list[dict[str, Any]] | None,
     ) -> AsyncStream[ChatCompletionChunk]:
-        """Send the request (the SDK retries it) and return the chunk stream."""
         # OpenAI's own API wants max_completion_tokens (reasoning models reject max_tokens);
         # compatible servers widely understand only max_tokens.
         official = client.base_url.host == _OPENAI_HOST
-        try:
-            return await client.chat.completions.create(
-                model=self.model,
-                messages=payload,
-                stream=True,
-                stop=stops[:MAX_API_STOP_SEQUENCES] or omit,
-                max_tokens=omit if max_tokens is None or official else max_tokens,
-                max_completion_tokens=omit if max_tokens is None or not official else max_tokens,
-                temperature=omit if self.temperature is None else self.temperature,
-                stream_options={"include_usage": True} if self.stream_usage else omit,
-                tools=cast("list[ChatCompletionToolParam]", tools) if tools else omit,
-                parallel_tool_calls=True if tools else omit,
-                extra_body=self.extra_body,
-            )
-        except Exception as exc:
-            error = with_cause(self._request_error(client, exc), exc, self._secrets)
-        raise error  # outside the except: the SDK error is not its context
-
-    def _request_error(self, client: AsyncOpenAI, exc: Exception) -> ModelError:
-        """The ModelError for a request that failed before its stream started."""
-        if isinstance(exc, openai.APIStatusError):
-            return self._status_error(client, exc)
-        if isinstance(exc, openai.APITimeoutError):
-            return ModelConnectionError(
-                f"{self.name}: {self._url(client)} did not answer within "
-                f"{self._timeout_text(client)}{self._tries(client, exc, None)}; check that the "
-                "server is up and not overloaded, or raise timeout=",
-                model=self.name,
-            )
-        if isinstance(exc, openai.APIConnectionError):
-            reason = self._scrub(str(exc.__cause__ or exc)) or type(exc.__cause__).__name__
-            return ModelConnectionError(
-                f"{self.name}: could not reach {self._url(client)} ({reason})"
-                f"{self._tries(client, exc, None)}; check that the server is running and that "
-                "base_url is right",
-                model=self.name,
-            )
-        # whatever else the SDK or its transport raised
-        return ModelError(
-            f"{self.name}: request to {self._url(client)} failed: "
-            f"{type(exc).__name__}: {self._detail(exc)}",
-            model=self.name,
+        return await client.chat.completions.create(
+            model=self.model,
+            messages=prepared,
+            stream=True,
+            stop=stops[:MAX_API_STOP_SEQUENCES] or omit,
+            max_tokens=omit if max_tokens is None or official else max_tokens,
+            max_completion_tokens=omit if max_tokens is None or not official else max_tokens,
+            temperature=omit if self.temperature is None else self.temperature,
+            stream_options={"include_usage": True} if self.stream_usage else omit,
+            tools=cast("list[ChatCompletionToolParam]", tools) if tools else omit,
+            parallel_tool_calls=True if tools else omit,
+            extra_body=self.extra_body,
         )
 
-    def _status_error(self, client: AsyncOpenAI, exc: openai.APIStatusError) -> ModelHTTPError:
-        code = exc.status_code
-        url = self._url(client)
-        tries = self._tries(client, exc, code)
-        if code == 401:
-            what = (
-                f"{url} rejected the API key (HTTP 401); check OPENAI_API_KEY or the api_key "
-                "argument"
-            )
-        elif code == 403:
-            what = f"{url} refused access (HTTP 403); check that the API key may use this model"
-        elif code == 404:
-            what = (
-                f"{url} has no model {self.model!r} or no chat completions endpoint (HTTP 404); "
-                "check the model name and that base_url ends in /v1"
-            )
-        elif code == 429:
-            advice = (
-                "wait and try again later"
-                if retry_refused(exc)
-                else "lower the concurrency, wait, or raise max_retries"
-            )
-            what = f"rate limited by {url} (HTTP 429){tries}; {advice}"
-        elif code >= 500:
-            what = f"provider error at {url} (HTTP {code}){tries}; try again later"
-        else:
-            what = f"{url} rejected the request (HTTP {code}){tries}"
-        return ModelHTTPError(
-            f"{self.name}: {what}: {self._detail(exc)}", model=self.name, status_code=code
+    def _not_found(self, url: str) -> str:
+        return (
+            f"{url} has no model {self.model!r} or no chat completions endpoint (HTTP 404); "
+            "check the model name and that base_url ends in /v1"
         )
-
-    def _stream_error(self, client: AsyncOpenAI, exc: Exception, chars: int) -> ModelStreamError:
-        url = self._url(client)
-        arrived = f"after {plural(chars, 'character')} of text had arrived"
-        if isinstance(exc, openai.APITimeoutError):
-            what = f"the stream from {url} stalled for {self._timeout_text(client)} {arrived}"
-        elif isinstance(exc, openai.APIConnectionError):
-            reason = self._scrub(str(exc.__cause__ or exc))
-            what = f"the stream from {url} was cut {arrived} ({reason})"
-        elif isinstance(exc, openai.APIError):
-            what = f"{url} reported an error mid-stream {arrived}: {self._detail(exc)}"
-        else:
-            what = (
-                f"{url} sent a malformed stream chunk {arrived} "
-                f"({type(exc).__name__}: {self._detail(exc)})"
-            )
-        return ModelStreamError(f"{self.name}: {what}", model=self.name)
-
-    @staticmethod
-    async def _quietly_close(closable: AsyncStream[ChatCompletionChunk] | AsyncOpenAI) -> None:
-        # Cleanup must not hide the real outcome (the text, or the error being raised).
-        with contextlib.suppress(Exception):
-            await closable.close()
-
-    def _url(self, client: AsyncOpenAI) -> str:
-        return redact_url(str(client.base_url).rstrip("/"))
-
-    @staticmethod
-    def _timeout_text(client: AsyncOpenAI) -> str:
-        timeout = client.timeout
-        if isinstance(timeout, int | float):
-            return f"{timeout:g}s"
-        if isinstance(timeout, httpx2.Timeout) and timeout.read is not None:
-            return f"{timeout.read:g}s"
-        return "the timeout"
-
-    def _tries(self, client: AsyncOpenAI, exc: Exception, status: int | None) -> str:
-        return tries_text(exc, status, client.max_retries, own_client=self._client is None)
-
-    def _scrub(self, text: str) -> str:
-        return self._secrets.scrub(text)
-
-    def _detail(self, exc: BaseException) -> str:
-        text = self._secrets.scrub(str(getattr(exc, "message", None) or exc), _DETAIL_LIMIT).strip()
-        return text or type(exc).__name__
