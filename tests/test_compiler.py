@@ -385,30 +385,33 @@ async def test_cancelling_a_run_cancels_its_tools() -> None:
 
 
 async def test_global_and_per_tool_concurrency_limits() -> None:
-    running = 0
-    peak: dict[str, int] = {"all": 0}
+    running = {"all": 0, "work_a": 0, "work_b": 0}
+    peak = dict.fromkeys(running, 0)
 
     def make(name: str, limit: int | None) -> Any:
         @tool(name=name, max_concurrency=limit)
         async def work() -> str:
             """Work."""
-            nonlocal running
-            running += 1
-            peak["all"] = max(peak["all"], running)
-            peak[name] = max(peak.get(name, 0), sum(1 for _ in [0]) and running)
+            for key in ("all", name):
+                running[key] += 1
+                peak[key] = max(peak[key], running[key])
             await asyncio.sleep(0.05)
-            running -= 1
+            for key in ("all", name):
+                running[key] -= 1
             return name
 
         return work
 
-    lines = [f"{i}. work_a()" for i in range(1, 5)] + [f"{i}. work_b()" for i in range(5, 9)]
+    # work_b's own limit of 1 holds while the global limit of 3 lets work_a fill the rest
+    lines = [f"{i}. work_b()" for i in range(1, 5)] + [f"{i}. work_a()" for i in range(5, 9)]
     compiler, _ = compiler_for(
-        [plan(*lines), FINISH], make("work_a", None), make("work_b", None), max_concurrency=3
+        [plan(*lines), FINISH], make("work_a", None), make("work_b", 1), max_concurrency=3
     )
     result = await compiler.arun("q")
     assert all(t.status is TaskStatus.DONE for t in result.tasks)
     assert peak["all"] == 3
+    assert peak["work_b"] == 1
+    assert peak["work_a"] >= 2  # unlimited: it ran beside itself
 
     in_tool = 0
     tool_peak = 0

@@ -6,49 +6,149 @@ its line is parsed and its inputs are ready, and a joiner model answers from the
 asks for a new plan.
 """
 
-from ._compiler import Compiler
-from ._context import ToolContext, call_model, current_tool_context
-from ._errors import (
-    ApprovalError,
-    BadReferenceError,
-    BudgetError,
-    DagcallError,
-    DependencyError,
-    DuplicateTaskError,
-    ModelConnectionError,
-    ModelError,
-    ModelHTTPError,
-    ModelNotAvailableError,
-    ModelStreamError,
-    PlanError,
-    PlanSyntaxError,
-    RunTimeoutError,
-    ScriptExhaustedError,
-    ToolArgumentError,
-    ToolDefinitionError,
-    ToolError,
-    ToolExecutionError,
-    ToolTimeoutError,
-    UnknownToolError,
-    UsageError,
-)
-from ._joiner import JoinerDecision, parse_joiner
-from ._plan import END_OF_PLAN, PlanParser, Ref, TaskSpec, Template, parse_plan
-from ._result import LLMCall, Round, RunEvent, RunResult, TaskRecord, TaskStatus
-from ._tools import Tool, tool
-from .models import Message, Model, ScriptedModel, TokenUsage, resolve_model
+import typing as _typing
+
+if _typing.TYPE_CHECKING:
+    from ._compiler import Compiler
+    from ._context import ToolContext, call_model, current_tool_context
+    from ._errors import (
+        ApprovalError,
+        BadReferenceError,
+        BudgetError,
+        DagcallError,
+        DependencyError,
+        DuplicateTaskError,
+        ModelConnectionError,
+        ModelError,
+        ModelHTTPError,
+        ModelNotAvailableError,
+        ModelStreamError,
+        PlanError,
+        PlanSyntaxError,
+        RunTimeoutError,
+        ScriptExhaustedError,
+        ToolArgumentError,
+        ToolDefinitionError,
+        ToolError,
+        ToolExecutionError,
+        ToolTimeoutError,
+        UnknownToolError,
+        UsageError,
+    )
+    from ._executor import AsyncioExecutor, Executor, Invocation, Outcome
+    from ._joiner import JoinerDecision, parse_joiner
+    from ._plan import END_OF_PLAN, PlanParser, Ref, TaskSpec, Template, parse_plan
+    from ._result import LLMCall, Round, RunEvent, RunResult, TaskRecord, TaskStatus
+    from ._tools import BaseTool, Tool, tool
+    from ._toolsets import DelegatingTool, SchemaTool, Toolset
+    from .models import (
+        Message,
+        Model,
+        ScriptedModel,
+        TokenUsage,
+        register_model_provider,
+        resolve_model,
+    )
 
 __version__ = "0.1.0"
+
+# Where each public name lives: imported on first use, so that ``import dagcall`` (and the
+# errors, which every caller needs) stay quick; ``from dagcall import Compiler`` imports the
+# engine, and the provider SDKs are imported only when a model of theirs is made.
+_LAZY = {
+    "Compiler": "._compiler",
+    "ToolContext": "._context",
+    "call_model": "._context",
+    "current_tool_context": "._context",
+    "ApprovalError": "._errors",
+    "BadReferenceError": "._errors",
+    "BudgetError": "._errors",
+    "DagcallError": "._errors",
+    "DependencyError": "._errors",
+    "DuplicateTaskError": "._errors",
+    "ModelConnectionError": "._errors",
+    "ModelError": "._errors",
+    "ModelHTTPError": "._errors",
+    "ModelNotAvailableError": "._errors",
+    "ModelStreamError": "._errors",
+    "PlanError": "._errors",
+    "PlanSyntaxError": "._errors",
+    "RunTimeoutError": "._errors",
+    "ScriptExhaustedError": "._errors",
+    "ToolArgumentError": "._errors",
+    "ToolDefinitionError": "._errors",
+    "ToolError": "._errors",
+    "ToolExecutionError": "._errors",
+    "ToolTimeoutError": "._errors",
+    "UnknownToolError": "._errors",
+    "UsageError": "._errors",
+    "AsyncioExecutor": "._executor",
+    "Executor": "._executor",
+    "Invocation": "._executor",
+    "Outcome": "._executor",
+    "JoinerDecision": "._joiner",
+    "parse_joiner": "._joiner",
+    "END_OF_PLAN": "._plan",
+    "PlanParser": "._plan",
+    "Ref": "._plan",
+    "TaskSpec": "._plan",
+    "Template": "._plan",
+    "parse_plan": "._plan",
+    "LLMCall": "._result",
+    "Round": "._result",
+    "RunEvent": "._result",
+    "RunResult": "._result",
+    "TaskRecord": "._result",
+    "TaskStatus": "._result",
+    "BaseTool": "._tools",
+    "Tool": "._tools",
+    "tool": "._tools",
+    "DelegatingTool": "._toolsets",
+    "SchemaTool": "._toolsets",
+    "Toolset": "._toolsets",
+    "Message": ".models",
+    "Model": ".models",
+    "ScriptedModel": ".models",
+    "TokenUsage": ".models",
+    "register_model_provider": ".models",
+    "resolve_model": ".models",
+}
+
+
+_SUBPACKAGES = frozenset({"baselines", "bench", "demo", "models", "prompts", "tools"})
+
+
+def __getattr__(name: str) -> object:
+    from importlib import import_module
+
+    if name in _SUBPACKAGES:  # ``import dagcall; dagcall.models`` as when it was eager
+        return import_module(f".{name}", __name__)
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 __all__ = [
     "END_OF_PLAN",
     "ApprovalError",
+    "AsyncioExecutor",
     "BadReferenceError",
+    "BaseTool",
     "BudgetError",
     "Compiler",
     "DagcallError",
+    "DelegatingTool",
     "DependencyError",
     "DuplicateTaskError",
+    "Executor",
+    "Invocation",
     "JoinerDecision",
     "LLMCall",
     "Message",
@@ -58,6 +158,7 @@ __all__ = [
     "ModelHTTPError",
     "ModelNotAvailableError",
     "ModelStreamError",
+    "Outcome",
     "PlanError",
     "PlanParser",
     "PlanSyntaxError",
@@ -66,6 +167,7 @@ __all__ = [
     "RunEvent",
     "RunResult",
     "RunTimeoutError",
+    "SchemaTool",
     "ScriptExhaustedError",
     "ScriptedModel",
     "TaskRecord",
@@ -80,6 +182,7 @@ __all__ = [
     "ToolError",
     "ToolExecutionError",
     "ToolTimeoutError",
+    "Toolset",
     "UnknownToolError",
     "UsageError",
     "__version__",
@@ -87,6 +190,7 @@ __all__ = [
     "current_tool_context",
     "parse_joiner",
     "parse_plan",
+    "register_model_provider",
     "resolve_model",
     "tool",
 ]

@@ -8,9 +8,10 @@ parse: numbered calls of registered tools with their own keyword names, literal 
 from __future__ import annotations
 
 import json
+import keyword
 from collections.abc import Sequence
 
-from ._tools import Tool
+from ._tools import BaseTool
 
 __all__ = ["plan_grammar"]
 
@@ -32,8 +33,11 @@ def _lit(text: str) -> str:
     return json.dumps(text)
 
 
-def plan_grammar(tools: Sequence[Tool], *, max_tasks: int = 20) -> str:
-    """The GBNF grammar of plans over ``tools``, with at most ``max_tasks`` tasks."""
+def plan_grammar(tools: Sequence[BaseTool], *, max_tasks: int = 20) -> str:
+    """The GBNF grammar of plans over ``tools``, with at most ``max_tasks`` tasks.
+
+    Keyword arguments are the names of each tool's arguments schema that a Python call can
+    use (identifiers); any argument may be given by position."""
     if not tools:
         raise ValueError("a plan grammar needs at least one tool")
     calls: list[str] = []
@@ -41,10 +45,11 @@ def plan_grammar(tools: Sequence[Tool], *, max_tasks: int = 20) -> str:
     for i, t in enumerate(tools):
         rule = f"call{i}"
         calls.append(rule)
-        names = list(t.signature.parameters)
+        names = t.parameter_names
         if names:
-            kw = " | ".join(_lit(n + "=") for n in names)
-            rules.append(f"{rule}-arg ::= ({kw})? value")
+            usable = [n for n in names if n.isidentifier() and not keyword.iskeyword(n)]
+            kw = " | ".join(_lit(n + "=") for n in usable)
+            rules.append(f"{rule}-arg ::= ({kw})? value" if kw else f"{rule}-arg ::= value")
             rules.append(f'{rule} ::= {_lit(t.name + "(")} ({rule}-arg ("," ws {rule}-arg)*)? ")"')
         else:
             rules.append(f"{rule} ::= {_lit(t.name + '()')}")

@@ -1,13 +1,27 @@
-"""Reading the joiner's reply: ``Thought: ...`` then ``Action: Finish(...)`` or ``Replan(...)``."""
+"""The joiner: shown the question and every observation, it answers or asks for a new plan.
+
+Its reply is ``Thought: ...`` then ``Action: Finish(...)`` or ``Action: Replan(...)``;
+:func:`parse_joiner` reads it.
+"""
 
 from __future__ import annotations
 
 import re
 from bisect import bisect_left
+from collections.abc import Callable, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-__all__ = ["JoinerDecision", "parse_joiner"]
+from ._errors import BudgetError, UsageError
+
+if TYPE_CHECKING:
+    from ._budget import Meter
+    from ._result import LLMCall, Round, TaskRecord
+    from ._streams import Clock
+    from .models import Message, Model
+
+__all__ = ["Joiner", "JoinerDecision", "parse_joiner"]
 
 _ACTION = re.compile(r"\b(Finish|Replan)\s*\(", re.I)
 _LABEL = re.compile(r"\baction\s*:", re.I)
@@ -216,3 +230,68 @@ class _Parens:
         if self.last_close > o:
             return self.pos[self.last_close]
         return None
+
+
+class Joiner:
+    """Decides with ``model`` whether a round's results answer the question."""
+
+    def __init__(self, model: Model, *, idle_timeout: float | None) -> None:
+        self.model = model
+        self.idle_timeout = idle_timeout
+
+    def messages(
+        self,
+        question: str,
+        rounds: Sequence[Round],
+        records: dict[int, TaskRecord],
+        *,
+        may_replan: bool,
+    ) -> list[Message]:
+        """The messages asking to answer (or, when ``may_replan``, to ask for a new plan)."""
+        from ._prompts import joiner_messages
+
+        return joiner_messages(question, rounds, records, may_replan=may_replan)
+
+    async def join(
+        self,
+        messages: Sequence[Message],
+        rnd: Round,
+        *,
+        clock: Clock,
+        meter: Meter,
+        on_text: Callable[[str], None],
+        record: Callable[[LLMCall], None],
+    ) -> JoinerDecision:
+        """Stream the joiner's reply for round ``rnd``, fill in the round's decision, and
+        return it; the call's usage goes to ``record`` however it ends."""
+        from ._streams import ModelCall, model_error
+
+        call = ModelCall(
+            "joiner",
+            self.model,
+            messages,
+            round_index=rnd.index,
+            clock=clock,
+            meter=meter,
+            idle_timeout=self.idle_timeout,
+        )
+        try:
+            async with aclosing(call.deltas()) as deltas:
+                async for delta in deltas:
+                    call.took(delta)
+                    on_text(delta)
+        except (UsageError, BudgetError):
+            raise
+        except Exception as exc:
+            raise model_error(exc, self.model, "joiner")  # noqa: B904 - may be exc itself
+        finally:
+            record(call.record())
+        decision = parse_joiner(call.text)
+        rnd.joiner_output = call.text
+        rnd.joiner_thought = decision.thought
+        rnd.decision = decision.action
+        if decision.action == "finish":
+            rnd.answer = decision.text
+        else:
+            rnd.replan_reason = decision.text
+        return decision

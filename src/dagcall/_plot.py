@@ -10,6 +10,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
+from ._errors import UsageError
 from ._store import tidy_run
 
 __all__ = ["build_timeline", "draw_timeline", "plot_timeline"]
@@ -29,6 +30,18 @@ _LLM_COLOUR = {"planner": "#1f77b4", "joiner": "#17becf", "tool": "#bcbd22"}
 
 #: Seconds beyond which a (damaged) time is drawn at this bound instead.
 _TIME_BOUND = 1e9
+
+
+def require_matplotlib(what: str, extra: str = "plot") -> None:
+    """Raise a UsageError naming the extra when matplotlib is not installed."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise UsageError(
+            f"{what} need matplotlib, which is not installed: pip install 'dagcall[{extra}]'"
+        ) from None
+
+
 #: Inches: matplotlib cannot write an image taller than 2**16 pixels.
 _MAX_HEIGHT = 590.0
 _UNDRAWABLE = re.compile("[\ud800-\udfff\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -62,6 +75,7 @@ def build_timeline(run: Mapping[str, Any], *, title: str | None = None) -> tuple
     that waited between becoming ready and starting (a concurrency limit) gets a hatched bar
     for that wait, which is not counted.
     """
+    require_matplotlib("plots")
     from matplotlib.figure import Figure
 
     tidy = tidy_run(run)
@@ -86,6 +100,7 @@ def draw_timeline(
     Any task status is drawn (an unknown one in a neutral grey), and a damaged run (missing
     or odd fields) is drawn as far as it can be.
     """
+    require_matplotlib("plots")
     from matplotlib.patches import Patch
 
     run = tidy_run(run)

@@ -14,7 +14,7 @@ from functools import cache, lru_cache
 from importlib import resources
 
 from ._result import Round, TaskRecord, safe_text
-from ._tools import Tool
+from ._tools import BaseTool
 from .models import Message
 
 __all__ = ["fence_safe", "joiner_messages", "planner_messages", "render", "template"]
@@ -37,7 +37,7 @@ def render(text: str, **values: str) -> str:
 
 
 @lru_cache(maxsize=64)
-def planner_system(tools: tuple[Tool, ...], examples: str | None) -> str:
+def planner_system(tools: tuple[BaseTool, ...], examples: str | None) -> str:
     """The planner's system prompt; it depends only on the tools and examples, so it is
     built once per compiler configuration, not per question."""
     listing = "\n\n".join(f"{i}. {t.render()}" for i, t in enumerate(tools, 1))
@@ -50,7 +50,7 @@ def planner_system(tools: tuple[Tool, ...], examples: str | None) -> str:
 
 def planner_messages(
     question: str,
-    tools: Sequence[Tool],
+    tools: Sequence[BaseTool],
     *,
     examples: str | None = None,
     rounds: Sequence[Round] = (),

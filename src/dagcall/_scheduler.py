@@ -1,4 +1,4 @@
-"""The task fetching unit and executor.
+"""The task fetching unit: dependency bookkeeping and dispatch (the executor runs the calls).
 
 Tasks arrive from the parser one at a time while the planner is still streaming.  A task whose
 dependencies are all done starts at once; otherwise it waits, and the completion of its last
@@ -10,47 +10,40 @@ skipped with a :class:`DependencyError` naming the culprit, and that cascades.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ._context import ToolContext, _CallControl, _current, _ignore_call, _no_limit
-from ._errors import (
-    ApprovalError,
-    DagcallError,
-    DependencyError,
-    PlanError,
-    ToolError,
-    ToolExecutionError,
-    ToolTimeoutError,
+from ._context import ToolContext, _ignore_call, _no_limit
+from ._errors import DependencyError, PlanError, ToolExecutionError
+from ._executor import (
+    AsyncioExecutor,
+    Executor,
+    Invocation,
+    cancelled_by_us,
+    cancelled_error,
+    tool_failure,
 )
 from ._plan import Ref, TaskSpec, Template
 from ._result import LLMCall, TaskRecord, TaskStatus, observation_text
-from ._tools import (
-    MAX_ERROR_CHARS,
-    Approver,
-    Tool,
-    _exception_text,
-    _safe_text,
-    _unwrap_exception,
-)
+from ._tools import Approver, BaseTool
 
 __all__ = ["Scheduler"]
 
 
 class Scheduler:
-    """Runs the tasks of a run as their dependencies complete.
+    """The task fetching unit: starts each task of a run the moment its dependencies are done,
+    and hands it to the ``executor`` (by default an :class:`AsyncioExecutor` built from
+    ``max_concurrency``, ``tool_timeout`` and ``approve``).
 
     ``records`` holds every task of the run (all rounds), so later rounds can use earlier
-    results.  ``max_concurrency`` bounds the tool calls running at once across all tools;
-    each tool's own ``max_concurrency`` bounds its calls.  ``tool_timeout`` applies to tools
-    that set no timeout of their own (``None``: no limit).
+    results.  ``record_llm_call`` receives a tool's own model calls; ``tokens_left`` tells
+    them the run's remaining token budget; ``on_change`` sees every task transition.
     """
 
     def __init__(
         self,
-        tools: Mapping[str, Tool],
+        tools: Mapping[str, BaseTool],
         *,
         t0: float,
         max_concurrency: int | None = None,
@@ -59,8 +52,13 @@ class Scheduler:
         on_change: Callable[[TaskRecord], None] | None = None,
         approve: Approver | None = None,
         tokens_left: Callable[[], int | None] | None = None,
+        executor: Executor | None = None,
     ) -> None:
-        self._approve = approve
+        if executor is None:
+            executor = AsyncioExecutor(
+                max_concurrency=max_concurrency, tool_timeout=tool_timeout, approve=approve
+            )
+        self._executor = executor
         self._tokens_left = tokens_left
         self._tools = tools
         self._record_llm_call = record_llm_call
@@ -76,13 +74,6 @@ class Scheduler:
         self._unfinished = 0
         self._idle = asyncio.Event()
         self._idle.set()
-        self._global = asyncio.Semaphore(max_concurrency) if max_concurrency else None
-        self._per_tool = {
-            name: asyncio.Semaphore(t.max_concurrency)
-            for name, t in tools.items()
-            if t.max_concurrency
-        }
-        self._tool_timeout = tool_timeout
 
     def _now(self) -> float:
         return time.perf_counter() - self._t0
@@ -142,7 +133,7 @@ class Scheduler:
     # -- dispatch --------------------------------------------------------------------------
     def _start(self, record: TaskRecord) -> None:
         record.ready_at = self._now()
-        task = asyncio.create_task(self._execute(record), name=f"dagcall:{record.tool}#{record.id}")
+        task = asyncio.create_task(self._run(record), name=f"dagcall:{record.tool}#{record.id}")
         self._running.add(task)
         task.add_done_callback(self._running.discard)
 
@@ -191,7 +182,7 @@ class Scheduler:
                     continue
                 if self._closing:
                     waiter.status = TaskStatus.CANCELLED
-                    waiter.error = _cancelled(waiter)
+                    waiter.error = cancelled_error(waiter)
                     stack.append((waiter, TaskStatus.CANCELLED))
                     continue
                 if st is not TaskStatus.DONE:
@@ -208,13 +199,11 @@ class Scheduler:
             self._idle.set()
 
     # -- execution -------------------------------------------------------------------------
-    async def _execute(self, record: TaskRecord) -> None:
+    async def _run(self, record: TaskRecord) -> None:
+        """Hand one task to the executor and record how it ended."""
         tool = self._tools[record.tool]
         spec = self._specs[record.id]
-        status = TaskStatus.FAILED
-        # Every call gets its context (ids, usage sink, cancellation signal), set in this
-        # asyncio task's own context so the tool sees it from its worker thread too.
-        ctx = ToolContext(
+        context = ToolContext(
             record.id,
             tool.name,
             record.round,
@@ -222,86 +211,43 @@ class Scheduler:
             self._record_llm_call or _ignore_call,
             self._tokens_left or _no_limit,
         )
-        _current.set(ctx)
-        control = ctx._control
+        control = context._control
+        status = TaskStatus.FAILED
         try:
-            async with _maybe(self._per_tool.get(tool.name)), _maybe(self._global):
-                record.started_at = self._now()
-                record.status = TaskStatus.RUNNING
-                self._changed(record)
-                args = tuple(self._resolve(a) for a in spec.args)
-                kwargs = {k: self._resolve(v) for k, v in spec.kwargs.items()}
-                record.resolved_args = tool.validate(args, kwargs, task_id=record.id)
-                if tool.side_effects:
-                    await self._check_approval(tool, record)
-                timeout = tool.timeout if tool.timeout is not None else self._tool_timeout
-                if timeout == float("inf"):
-                    timeout = None
-                try:
-                    async with asyncio.timeout(timeout) as scope:
-                        record.output = await tool.invoke(record.resolved_args)
-                except TimeoutError:
-                    if not scope.expired():
-                        raise
-                    raise ToolTimeoutError(
-                        f"task {record.id}: {tool.name} did not finish within {timeout:g} s"
-                        + _stop_text(control),
-                        tool=tool.name,
-                        task_id=record.id,
-                    ) from None
-                status = TaskStatus.DONE
+            invocation = Invocation(
+                record,
+                tool,
+                tuple(self._resolve(a) for a in spec.args),
+                {k: self._resolve(v) for k, v in spec.kwargs.items()},
+                context,
+                lambda: self._started(record),
+            )
+            outcome = await self._executor.execute(invocation)
+            status = outcome.status if outcome.status.terminal else TaskStatus.FAILED
+            record.output, record.error = outcome.output, outcome.error
+            if status is not TaskStatus.DONE and record.error is None:
+                record.error = ToolExecutionError(
+                    f"task {record.id}: the executor reported {outcome.status.value} with no error",
+                    tool=tool.name,
+                    task_id=record.id,
+                )
         except asyncio.CancelledError as exc:
-            if _cancelled_by_us(control):
+            if cancelled_by_us(control):
                 abandoned = control.outcome == "abandoned"
                 status = TaskStatus.ABANDONED if abandoned else TaskStatus.CANCELLED
-                record.error = _cancelled(record, control)
+                record.error = cancelled_error(record, control)
                 raise
-            record.error = _tool_failure(record, tool, exc)  # the tool's own CancelledError
-        except ToolError as exc:
-            record.error = _tool_error(record, tool, exc)
-        except BaseException as exc:  # whatever a tool raises is its failure
-            record.error = _tool_failure(record, tool, exc)
+            record.error = tool_failure(record, tool, exc)
+        except BaseException as exc:  # an executor that broke its contract
+            record.error = tool_failure(record, tool, exc)
         finally:
             record.ended_at = self._now()
-            if status is TaskStatus.CANCELLED and record.error is None:
-                record.error = _cancelled(record)
             self._finish(record, status)
 
-    async def _check_approval(self, tool: Tool, record: TaskRecord) -> None:
-        """Run the approver; only ``True`` approves (anything else, or its failing, refuses)."""
-        if self._approve is None:
-            raise ApprovalError(
-                f"task {record.id}: {tool.name} has side effects and needs approval; pass "
-                "Compiler(approve=...) (dagcall ask --yes approves every call)",
-                tool=tool.name,
-                task_id=record.id,
-            )
-        try:
-            verdict = self._approve(record)
-            if inspect.isawaitable(verdict):
-                verdict = await verdict
-        except BaseException as exc:
-            if isinstance(exc, asyncio.CancelledError) and _cancelled_by_us(None):
-                raise
-            raise ApprovalError(
-                f"task {record.id}: the approver raised {_exception_text(exc)} deciding on "
-                f"{tool.name}{_args_text(record)}; it was not run",
-                tool=tool.name,
-                task_id=record.id,
-            ) from exc
-        if verdict is True:
-            return
-        why = ""
-        if not isinstance(verdict, bool):
-            why = (
-                f" (the approver returned {_safe_text(verdict, 80, use_repr=True)}, a "
-                f"{type(verdict).__name__}; only True approves)"
-            )
-        raise ApprovalError(
-            f"task {record.id}: {tool.name}{_args_text(record)} was not approved{why}",
-            tool=tool.name,
-            task_id=record.id,
-        )
+    def _started(self, record: TaskRecord) -> None:
+        record.started_at = self._now()
+        record.status = TaskStatus.RUNNING
+        self._changed(record)
 
     def _resolve(self, value: Any) -> Any:
         if isinstance(value, Ref):
@@ -336,7 +282,7 @@ class Scheduler:
         self._closing = True
         for record in list(self.records.values()):
             if record.status is TaskStatus.WAITING and record.id in self._waiting_on:
-                record.error = _cancelled(record)
+                record.error = cancelled_error(record)
                 self._finish(record, TaskStatus.CANCELLED)
         running = list(self._running)
         for task in running:
@@ -345,7 +291,7 @@ class Scheduler:
             await asyncio.gather(*running, return_exceptions=True)
         for record in list(self.records.values()):
             if not record.status.terminal:
-                record.error = _cancelled(record)
+                record.error = cancelled_error(record)
                 self._finish(record, TaskStatus.CANCELLED)
 
 
@@ -361,86 +307,3 @@ def _status_text(record: TaskRecord) -> str:
             message = message[:_REASON_CHARS] + "…"
         why += f": {message}"
     return why
-
-
-def _args_text(record: TaskRecord, limit: int = 200) -> str:
-    """The resolved arguments as ``(k=v, ...)``, bounded, whatever their reprs do."""
-    args = record.resolved_args or {}
-    text = ", ".join(f"{k}={_safe_text(v, limit, use_repr=True)}" for k, v in args.items())
-    if len(text) > limit:
-        text = text[:limit] + "…"
-    return f"({text})"
-
-
-def _stop_text(control: _CallControl) -> str:
-    """What a timeout's message adds about a call that could not be stopped, or was killed."""
-    if control.outcome == "abandoned":
-        return f" and was abandoned: {control.note}"
-    return f"; {control.note}" if control.note else ""
-
-
-def _cancelled(record: TaskRecord, control: _CallControl | None = None) -> DagcallError:
-    """The error of a cancelled task; of an abandoned one when its call could not be stopped."""
-    if control is not None and control.outcome == "abandoned":
-        text = (
-            f"task {record.id} ({record.tool}) was abandoned when its run was cancelled: "
-            f"{control.note}"
-        )
-    else:
-        text = f"task {record.id} ({record.tool}) was cancelled before it finished"
-        if control is not None and control.note:
-            text += f"; {control.note}"
-    return ToolError(text, tool=record.tool, task_id=record.id)
-
-
-def _cancelled_by_us(control: _CallControl | None) -> bool:
-    """Whether a CancelledError is the run's (task cancelled, or a timeout), not a tool's own."""
-    if control is not None and control.outcome:
-        return True  # Tool.invoke handled a cancellation of the call
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
-
-
-def _tool_failure(record: TaskRecord, tool: Tool, exc: BaseException) -> ToolExecutionError:
-    """What a tool raised, as its task's error: bounded, and safe from a broken ``__str__``."""
-    exc = _unwrap_exception(exc)
-    error = ToolExecutionError(
-        f"task {record.id}: {tool.name} raised {_exception_text(exc)}",
-        tool=tool.name,
-        task_id=record.id,
-    )
-    error.__cause__ = exc
-    return error
-
-
-def _tool_error(record: TaskRecord, tool: Tool, exc: ToolError) -> ToolError:
-    """A ToolError from the call (ours, or the tool's own), with its ids and a bounded text;
-    one too broken to keep (a subclass that skipped ``__init__``) is wrapped instead."""
-    try:
-        message = getattr(exc, "message", None)
-        if not isinstance(message, str) or len(message) > 2 * MAX_ERROR_CHARS:
-            exc.message = _safe_text(exc if message is None else message, 2 * MAX_ERROR_CHARS)
-        if getattr(exc, "task_id", None) is None:
-            exc.task_id = record.id
-        if not isinstance(getattr(exc, "tool", None), str) or not exc.tool:
-            exc.tool = tool.name
-    except Exception:
-        return _tool_failure(record, tool, exc)
-    return exc
-
-
-class _maybe:
-    """``async with`` a semaphore when there is one."""
-
-    __slots__ = ("_sem",)
-
-    def __init__(self, sem: asyncio.Semaphore | None) -> None:
-        self._sem = sem
-
-    async def __aenter__(self) -> None:
-        if self._sem is not None:
-            await self._sem.acquire()
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._sem is not None:
-            self._sem.release()

@@ -8,6 +8,7 @@ call that does not cooperate, because Python cannot kill a thread.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import contextvars
@@ -43,7 +44,7 @@ from pydantic_core import to_jsonable_python
 from ._context import ToolContext, _CallControl, _current
 from ._errors import ToolArgumentError, ToolDefinitionError, ToolExecutionError
 
-__all__ = ["Approver", "Isolation", "Tool", "tool"]
+__all__ = ["Approver", "BaseTool", "Isolation", "Tool", "tool"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 #: Decides whether a side-effecting task may run; gets the task's record (its call and
@@ -60,7 +61,77 @@ MAX_ERROR_CHARS = 2000
 _KILL_WAIT = 5.0
 
 
-class Tool:
+class BaseTool(abc.ABC):
+    """What the run needs of a tool, whatever it is built from.
+
+    A tool is a definition (its ``name``, ``description``, the JSON Schema of its arguments,
+    and its policy: ``timeout``, ``max_concurrency``, ``side_effects``, ``cancel_grace``)
+    and an async :meth:`invoke`.  :class:`Tool` (a Python function) is one kind,
+    :class:`~dagcall.SchemaTool` (a JSON Schema and an async callable) another; tools that
+    come from a server (MCP) are provided by a :class:`~dagcall.Toolset`.
+    """
+
+    name: str
+    description: str
+    timeout: float | None
+    max_concurrency: int | None
+    side_effects: bool
+    cancel_grace: float
+
+    def _set_policy(
+        self,
+        *,
+        timeout: object,
+        max_concurrency: object,
+        side_effects: object,
+        cancel_grace: object,
+    ) -> None:
+        """Check and set the policy fields (``self.name`` must be set)."""
+        self.timeout = _seconds(self.name, "timeout", timeout, allow_none=True, allow_zero=False)
+        self.cancel_grace = cast(
+            float,
+            _seconds(self.name, "cancel_grace", cancel_grace, allow_none=False, allow_zero=True),
+        )
+        if max_concurrency is not None and (
+            not isinstance(max_concurrency, int)
+            or isinstance(max_concurrency, bool)
+            or max_concurrency < 1
+        ):
+            raise ToolDefinitionError(
+                f"tool {self.name!r}: max_concurrency must be an int of at least 1"
+            )
+        self.max_concurrency = max_concurrency
+        if not isinstance(side_effects, bool):
+            raise ToolDefinitionError(f"tool {self.name!r}: side_effects must be True or False")
+        self.side_effects = side_effects
+
+    @property
+    @abc.abstractmethod
+    def json_schema(self) -> dict[str, Any]:
+        """The JSON Schema of the tool's arguments (an object schema)."""
+
+    @property
+    def parameter_names(self) -> list[str]:
+        """The argument names, in the order positional arguments are bound to them."""
+        return list(self.json_schema.get("properties", {}))
+
+    @abc.abstractmethod
+    def render(self) -> str:
+        """The tool as the planner sees it: its call signature, then its description."""
+
+    @abc.abstractmethod
+    def validate(
+        self, args: tuple[Any, ...], kwargs: Mapping[str, Any], *, task_id: int | None = None
+    ) -> dict[str, Any]:
+        """Bind a plan's positional and keyword arguments and validate them; the arguments
+        by name, or :class:`~dagcall.ToolArgumentError`."""
+
+    @abc.abstractmethod
+    async def invoke(self, arguments: Mapping[str, Any]) -> Any:
+        """Call the tool with arguments :meth:`validate` returned."""
+
+
+class Tool(BaseTool):
     """A function the planner may call, with its name, description and argument schema.
 
     Create one with :func:`tool`.  Calling the Tool object calls the function directly, so a
@@ -120,23 +191,12 @@ class Tool:
             )
         doc = description if description is not None else _doc(function)
         self.description = (doc or "").strip()
-        self.timeout = _seconds(self.name, "timeout", timeout, allow_none=True, allow_zero=False)
-        self.cancel_grace = cast(
-            float,
-            _seconds(self.name, "cancel_grace", cancel_grace, allow_none=False, allow_zero=True),
+        self._set_policy(
+            timeout=timeout,
+            max_concurrency=max_concurrency,
+            side_effects=side_effects,
+            cancel_grace=cancel_grace,
         )
-        if max_concurrency is not None and (
-            not isinstance(max_concurrency, int)
-            or isinstance(max_concurrency, bool)
-            or max_concurrency < 1
-        ):
-            raise ToolDefinitionError(
-                f"tool {self.name!r}: max_concurrency must be an int of at least 1"
-            )
-        self.max_concurrency = max_concurrency
-        if not isinstance(side_effects, bool):
-            raise ToolDefinitionError(f"tool {self.name!r}: side_effects must be True or False")
-        self.side_effects = side_effects
         if isolation not in ("thread", "process"):
             raise ToolDefinitionError(
                 f"tool {self.name!r}: isolation must be 'thread' or 'process', not "
@@ -282,6 +342,11 @@ class Tool:
     def json_schema(self) -> dict[str, Any]:
         """The JSON Schema of the tool's arguments."""
         return self.args_model.model_json_schema()
+
+    @property
+    def parameter_names(self) -> list[str]:
+        """The function's parameter names, in order."""
+        return list(self.signature.parameters)
 
     def _render_head(self) -> str:
         params = []

@@ -23,7 +23,8 @@ from .._plan import TaskSpec
 from .._prompts import observation_element, render, template
 from .._result import Round, RunResult
 from .._scheduler import Scheduler
-from .._tools import Approver, Tool
+from .._tools import Approver, BaseTool
+from .._toolsets import as_tool
 from ..models import Message, Model, complete, complete_with_tools, resolve_model
 
 __all__ = ["ParallelFunctionCallingAgent", "parse_tool_reply"]
@@ -59,7 +60,7 @@ class ParallelFunctionCallingAgent:
     def __init__(
         self,
         model: Model | str | None = None,
-        tools: Iterable[Tool | Callable[..., Any]] = (),
+        tools: Iterable[BaseTool | Callable[..., Any]] = (),
         *,
         max_turns: int = 8,
         tool_timeout: float | None = 60.0,
@@ -70,7 +71,7 @@ class ParallelFunctionCallingAgent:
         if max_turns < 1:
             raise UsageError("max_turns must be at least 1")
         self.model = resolve_model(model)
-        self.tools = {t.name: t for t in (t if isinstance(t, Tool) else Tool(t) for t in tools)}
+        self.tools = {t.name: t for t in map(as_tool, tools)}
         self.max_turns = max_turns
         self.tool_timeout = tool_timeout
         self.approve = approve

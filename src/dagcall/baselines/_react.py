@@ -22,7 +22,8 @@ from .._plan import PlanParser, TaskSpec
 from .._prompts import render, template
 from .._result import Round, RunResult
 from .._scheduler import Scheduler
-from .._tools import Approver, Tool
+from .._tools import Approver, BaseTool
+from .._toolsets import as_tool
 from ..models import Message, Model, complete, resolve_model
 
 __all__ = ["ReActAgent"]
@@ -43,7 +44,7 @@ class ReActAgent:
     def __init__(
         self,
         model: Model | str | None = None,
-        tools: Iterable[Tool | Callable[..., Any]] = (),
+        tools: Iterable[BaseTool | Callable[..., Any]] = (),
         *,
         max_steps: int = 10,
         tool_timeout: float | None = 60.0,
@@ -53,7 +54,7 @@ class ReActAgent:
         if max_steps < 1:
             raise UsageError("max_steps must be at least 1")
         self.model = resolve_model(model)
-        self.tools = {t.name: t for t in (t if isinstance(t, Tool) else Tool(t) for t in tools)}
+        self.tools = {t.name: t for t in map(as_tool, tools)}
         self.max_steps = max_steps
         self.tool_timeout = tool_timeout
         self.approve = approve

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .._plot import require_matplotlib
 from ._runner import BenchRecord
 
 __all__ = ["PAPER", "Summary", "markdown_table", "plot_gantt", "plot_latency", "summarize"]
@@ -126,6 +127,7 @@ def markdown_table(summaries: Sequence[Summary]) -> str:
 def plot_latency(summaries: Sequence[Summary], path: Path) -> None:
     """One panel per workload: each system's mean latency, whiskers from p50 to p95, and its
     speedup over the baseline written on the bar."""
+    require_matplotlib("benchmark plots", "bench")
     from matplotlib.figure import Figure
 
     workloads = list(dict.fromkeys(s.workload for s in summaries))
@@ -156,6 +158,7 @@ def plot_latency(summaries: Sequence[Summary], path: Path) -> None:
 
 def plot_gantt(runs: Sequence[tuple[str, Mapping[str, Any]]], path: Path, *, scale: float) -> None:
     """One question run by several systems, one panel each, on the same time axis."""
+    require_matplotlib("benchmark plots", "bench")
     from matplotlib.figure import Figure
 
     from .._plot import _bar_count, draw_timeline

@@ -16,13 +16,14 @@ import inspect
 import math
 import random
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, get_type_hints
+from typing import Any
 
 from .._tokens import _encoding
-from .._tools import Tool
+from .._tools import BaseTool
+from .._toolsets import DelegatingTool
 from ..models import Message, Model, StopFilter, TokenUsage
 
 __all__ = ["PROFILES", "Profile", "SimulatedModel", "WebLatency", "with_latency"]
@@ -176,21 +177,24 @@ class WebLatency:
         return self.median * math.exp(rng.gauss(0.0, self.sigma))
 
 
-def with_latency(tool: Tool, latency: WebLatency, *, key: str, time_scale: float = 1.0) -> Tool:
+class _Delayed(DelegatingTool):
+    """A tool behind a simulated network: each call first waits its seeded latency."""
+
+    def __init__(self, inner: BaseTool, latency: WebLatency, key: str, time_scale: float) -> None:
+        super().__init__(inner)
+        self.latency = latency
+        self.key = key
+        self.time_scale = time_scale
+
+    async def invoke(self, arguments: Mapping[str, Any]) -> Any:
+        wait = self.latency.of(self.key, self.name, sorted(arguments.items()))
+        await asyncio.sleep(wait * self.time_scale)
+        return await self.inner.invoke(arguments)
+
+
+def with_latency(
+    tool: BaseTool, latency: WebLatency, *, key: str, time_scale: float = 1.0
+) -> BaseTool:
     """``tool`` behind a simulated network: each call first waits ``latency.of(key, args)``
-    (scaled), then runs the tool."""
-
-    async def call(**kwargs: Any) -> Any:
-        await asyncio.sleep(latency.of(key, tool.name, sorted(kwargs.items())) * time_scale)
-        return await tool.invoke(kwargs)
-
-    call.__signature__ = tool.signature  # type: ignore[attr-defined]
-    call.__annotations__ = get_type_hints(tool.function, include_extras=True)  # resolved here
-    return Tool(
-        call,
-        name=tool.name,
-        description=tool.description,
-        timeout=tool.timeout,
-        max_concurrency=tool.max_concurrency,
-        side_effects=tool.side_effects,
-    )
+    (scaled), then runs the tool; its definition, prompt text and validation are the tool's."""
+    return _Delayed(tool, latency, key, time_scale)

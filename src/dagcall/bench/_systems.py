@@ -10,7 +10,7 @@ from typing import Any
 from .._compiler import Compiler
 from .._plan import TaskSpec, parse_plan
 from .._result import RunResult
-from .._tools import Tool
+from .._tools import BaseTool
 from ..baselines import ParallelFunctionCallingAgent, ReActAgent
 from ..models import Message, Model
 from ..tools import math_tool
@@ -46,8 +46,8 @@ def reference_tasks(question: BenchQuestion) -> list[TaskSpec]:
     return [item for item in items if isinstance(item, TaskSpec)]
 
 
-def _tools(question: BenchQuestion, setup: Setup, math_model: Model) -> list[Tool]:
-    search = search_tool(question.kb)
+def _tools(question: BenchQuestion, setup: Setup, math_model: Model) -> list[BaseTool]:
+    search: BaseTool = search_tool(question.kb)
     if setup.tool_latency:
         search = with_latency(search, setup.latency, key=question.key, time_scale=setup.time_scale)
     return [search, math_tool(math_model)]

@@ -75,6 +75,16 @@ def split_passages(source: str, text: str, limit: int = PASSAGE_CHARS) -> list[P
     return out
 
 
+def _bm25s() -> Any:
+    """The ``bm25s`` module (the ``docs`` extra), or a :class:`UsageError` naming the extra."""
+    try:
+        return importlib.import_module("bm25s")
+    except ImportError:
+        raise UsageError(
+            "document search needs the 'docs' extra: pip install 'dagcall[docs]'"
+        ) from None
+
+
 class DocsIndex:
     """A BM25 index over the text files of ``folder`` (and its subfolders).
 
@@ -90,6 +100,7 @@ class DocsIndex:
             raise UsageError(f"docs folder {self.folder} does not exist")
         if not self.folder.is_dir():
             raise UsageError(f"docs folder {self.folder} is not a folder")
+        _bm25s()  # fail here, not at the first search, when the extra is missing
         #: Files not indexed, by relative path, with the reason (e.g. a PDF without pypdf).
         self.skipped: dict[str, str] = {}
         self._lock = threading.Lock()
@@ -159,7 +170,7 @@ class DocsIndex:
             passages += split_passages(relative, text)
         if not passages:
             raise UsageError(self._nothing_to_read(bool(files)))
-        import bm25s
+        bm25s = _bm25s()
 
         tokens = bm25s.tokenize([p.text for p in passages], show_progress=False)
         bm25 = bm25s.BM25()
@@ -182,7 +193,7 @@ class DocsIndex:
     def search(self, query: str, k: int = 3) -> list[tuple[Passage, float]]:
         """The ``k`` best passages for ``query`` with their BM25 scores, best first; passages
         that share no word with the query are left out."""
-        import bm25s
+        bm25s = _bm25s()
 
         with self._lock:
             self._refresh()

@@ -1,4 +1,4 @@
-"""wikipedia: the live Wikipedia API over ``httpx``: search, then the best page's intro."""
+"""wikipedia: the live Wikipedia API over ``httpx2``: search, then the best page's intro."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import re
 from typing import Any
 from urllib.parse import quote
 
-import httpx
+import httpx2
 
 from .._errors import ToolError, ToolExecutionError, UsageError
 from .._tools import Tool
@@ -77,22 +77,22 @@ def wikipedia_tool(
         raise UsageError("wikipedia_tool: timeouts must be positive")
     site = (base_url or f"https://{language}.wikipedia.org").rstrip("/")
     api = f"{site}/w/api.php"
-    limits = httpx.Timeout(timeout, connect=min(connect_timeout, timeout))
+    limits = httpx2.Timeout(timeout, connect=min(connect_timeout, timeout))
 
     def fail(message: str) -> ToolExecutionError:
         return ToolExecutionError(message, tool=name)
 
-    async def get(client: httpx.AsyncClient, params: dict[str, str]) -> Any:
+    async def get(client: httpx2.AsyncClient, params: dict[str, str]) -> Any:
         try:
             response = await client.get(api, params={**params, "format": "json"})
-        except httpx.ConnectTimeout as exc:
+        except httpx2.ConnectTimeout as exc:
             raise fail(
                 f"Wikipedia ({site}) could not be reached: no connection within "
                 f"{connect_timeout:g} s; the {name} tool needs network access"
             ) from exc
-        except httpx.TimeoutException as exc:
+        except httpx2.TimeoutException as exc:
             raise fail(f"Wikipedia ({site}) did not answer within {timeout:g} s") from exc
-        except httpx.TransportError as exc:
+        except httpx2.TransportError as exc:
             raise fail(
                 f"Wikipedia ({site}) could not be reached ({type(exc).__name__}: {exc}); "
                 f"the {name} tool needs network access"
@@ -111,7 +111,7 @@ def wikipedia_tool(
             raise fail(f"Wikipedia refused the request: {error.get('info') or error}")
         return data
 
-    async def lookup(client: httpx.AsyncClient, query: str) -> str:
+    async def lookup(client: httpx2.AsyncClient, query: str) -> str:
         found = await get(
             client,
             {"action": "query", "list": "search", "srsearch": query, "srlimit": "1"},
@@ -150,7 +150,7 @@ def wikipedia_tool(
         if not query.strip():
             raise ToolError(f"{name} needs a non-empty query", tool=name)
         headers = {"User-Agent": _user_agent()}
-        async with httpx.AsyncClient(
+        async with httpx2.AsyncClient(
             timeout=limits, headers=headers, follow_redirects=True
         ) as client:
             try:
