@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import AsyncGenerator, Callable, Coroutine, Iterable
 from contextlib import aclosing
 from typing import Any
 
@@ -178,6 +178,41 @@ class Compiler:
             raise
         await _close_fully(run.close(run.result.stop_reason))
         return run.result
+
+    async def stream(
+        self,
+        question: str,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - a run budget, not a call's timeout
+    ) -> AsyncGenerator[RunEvent, None]:
+        """Answer ``question``, yielding each :class:`~dagcall.RunEvent` as it happens (for
+        service front ends; :meth:`arun` with ``on_event`` is the callback form).
+
+        The last event is ``finished``; its ``result`` is the run.  An error that ends the run
+        is raised after the events before it; leaving the loop early cancels the run and
+        waits for it to clean up.
+        """
+        events: asyncio.Queue[RunEvent] = asyncio.Queue()
+        run = asyncio.ensure_future(
+            self.arun(question, timeout=timeout, on_event=events.put_nowait)
+        )
+        try:
+            while True:
+                next_event = asyncio.ensure_future(events.get())
+                await asyncio.wait((next_event, run), return_when=asyncio.FIRST_COMPLETED)
+                if not next_event.done():  # the run ended: drain what it left, then its outcome
+                    next_event.cancel()
+                    while not events.empty():
+                        yield events.get_nowait()
+                    run.result()
+                    return
+                event = next_event.result()
+                yield event
+        finally:
+            if not run.done():
+                run.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await run
 
     def run(
         self,
