@@ -14,6 +14,7 @@ DATASETS = find_datasets()
 
 
 @pytest.mark.skipif(DATASETS is None, reason="the LLMCompiler datasets are absent")
+@pytest.mark.timeout(480)  # 55 s alone; real prefill and decode on 2 cores vary with load
 def test_bench_with_the_real_local_model(gguf_path: Path) -> None:
     config = BenchConfig(
         workloads=("hotpotqa",),

@@ -20,7 +20,15 @@ from ._game24 import (
 )
 from ._reference import OracleResult
 from ._report import PAPER, Summary, markdown_table, plot_gantt, plot_latency, summarize, write_json
-from ._runner import BenchConfig, BenchRecord, record_of, run_questions, select_questions
+from ._runner import (
+    BenchConfig,
+    BenchRecord,
+    peak_rss,
+    record_of,
+    rss,
+    run_questions,
+    select_questions,
+)
 from ._simulate import SimulatedModel
 
 __all__ = ["BenchOutcome", "run_bench", "write_report"]
@@ -38,6 +46,21 @@ class BenchOutcome:
     oracles: list[OracleResult] = field(default_factory=list)
     seconds: float = 0.0
     summaries: list[Summary] = field(default_factory=list)
+    rss_start: int | None = None  # bytes resident when the benchmark started
+    rss_end: int | None = None  # ... and when it ended
+    peak_rss: int | None = None  # the process's peak resident memory (ru_maxrss), bytes
+
+    def memory(self) -> dict[str, float | None]:
+        """The resident memory figures in MiB, for the report and summary.json."""
+
+        def mib(value: int | None) -> float | None:
+            return None if value is None else round(value / 2**20, 1)
+
+        return {
+            "peak_rss_mb": mib(self.peak_rss),
+            "rss_start_mb": mib(self.rss_start),
+            "rss_end_mb": mib(self.rss_end),
+        }
 
     def oracle_accuracy(self) -> dict[str, tuple[int, int, list[str]]]:
         """Per workload: correct, total, and the listed exceptions."""
@@ -97,7 +120,7 @@ async def run_bench(
 ) -> BenchOutcome:
     """Run the configured workloads; the summaries compare each system with the baseline."""
     started = time.perf_counter()
-    outcome = BenchOutcome(config)
+    outcome = BenchOutcome(config, rss_start=rss())
     for workload in config.workloads:
         if workload == "game24":
             records = await _game24(config)
@@ -110,6 +133,7 @@ async def run_bench(
             outcome.oracles.extend(oracles)
         outcome.records.extend(records)
     outcome.seconds = time.perf_counter() - started
+    outcome.rss_end, outcome.peak_rss = rss(), peak_rss()
     outcome.summaries = summarize(outcome.records, BASELINES)
     return outcome
 
@@ -126,7 +150,17 @@ def conditions(outcome: BenchOutcome) -> str:
         )
     else:
         how = f"Real model `{c.model.name if c.model else ''}`; {c.concurrency} at a time."
-    return f"{how} Wall time of the whole benchmark: {outcome.seconds:.1f} s."
+    text = f"{how} Wall time of the whole benchmark: {outcome.seconds:.1f} s."
+    if not c.simulated and outcome.peak_rss is not None:
+        # a real model's memory is part of what is measured (the local model runs in-process)
+        text += f" Peak RSS {outcome.peak_rss / 2**20:,.0f} MB"
+        if outcome.rss_start is not None and outcome.rss_end is not None:
+            text += (
+                f" (resident {outcome.rss_start / 2**20:,.0f} MB at the start, "
+                f"{outcome.rss_end / 2**20:,.0f} MB at the end)"
+            )
+        text += "."
+    return text
 
 
 def report_markdown(outcome: BenchOutcome) -> str:
@@ -166,6 +200,7 @@ def write_report(outcome: BenchOutcome, out: Path) -> list[Path]:
         {
             "conditions": conditions(outcome),
             "summaries": [s.to_dict() for s in outcome.summaries],
+            "memory": outcome.memory(),
             "oracle": {
                 w: {"correct": a, "total": b, "exceptions": n}
                 for w, (a, b, n) in outcome.oracle_accuracy().items()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from ._scoring import score
 from ._simulate import PROFILES, Profile, WebLatency
 from ._systems import SYSTEMS, Setup, build_runner
 
-__all__ = ["BenchConfig", "BenchRecord", "run_questions"]
+__all__ = ["BenchConfig", "BenchRecord", "peak_rss", "rss", "run_questions"]
 
 
 @dataclass
@@ -177,6 +178,24 @@ def select_questions(config: BenchConfig, workload: str) -> list[BenchQuestion]:
         )
     questions = load_workload(workload, config.datasets)
     return questions[: config.limit] if config.limit is not None else questions
+
+
+def rss() -> int | None:
+    """This process's resident memory now, in bytes (None where /proc is not available)."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def peak_rss() -> int | None:
+    """The most resident memory this process has had, in bytes (``ru_maxrss``)."""
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return None
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kilobytes on Linux
 
 
 def elapsed(since: float) -> float:
