@@ -4,7 +4,6 @@ model calls that count in the run's usage."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -127,9 +126,11 @@ async def call_model(
         if ctx.tokens_left() is None:
             completion = await complete(model, messages, stop=stop, max_tokens=max_tokens)
             return completion
-        metered = _Metered(ctx, messages)
+        metered = _Metered(ctx, model, messages)
         try:
-            completion = await metered.complete(model, stop=stop, max_tokens=max_tokens)
+            completion = await complete(
+                model, messages, stop=stop, max_tokens=max_tokens, on_text=metered
+            )
         except BudgetError:
             completion = metered.partial()  # recorded below: the run sees it went over
             raise
@@ -143,45 +144,32 @@ async def call_model(
 
 
 class _Metered:
-    """A tool's model call counted chunk by chunk against the run's ``max_tokens``, so a model
-    that streams for ever inside a tool is stopped within one chunk of the limit too."""
+    """Counts a tool's model call chunk by chunk against the run's ``max_tokens`` (as
+    :func:`~dagcall.models.complete`'s ``on_text``), so a model that streams for ever inside a
+    tool is stopped within one chunk of the limit too."""
 
-    def __init__(self, ctx: ToolContext, messages: Sequence[Message]) -> None:
+    def __init__(self, ctx: ToolContext, model: Model, messages: Sequence[Message]) -> None:
         self.ctx = ctx
-        self.messages = messages
+        self.model = model
         self.prompt = estimate_tokens(m.content for m in messages)
         self.streamed = 0
         self.parts: list[str] = []
         self.started = time.perf_counter()
         self.first: float | None = None
 
-    async def complete(
-        self, model: Model, *, stop: Sequence[str], max_tokens: int | None
-    ) -> Completion:
-        usage: TokenUsage | None = None
-        stream = model.stream(self.messages, stop=stop, max_tokens=max_tokens)
-        async with contextlib.aclosing(stream) as events:
-            async for event in events:
-                if isinstance(event, TokenUsage):
-                    usage = event
-                    continue
-                if not event:
-                    continue
-                if self.first is None:
-                    self.first = time.perf_counter() - self.started
-                self.parts.append(event)
-                self.streamed += estimate_tokens(event)
-                left = self.ctx.tokens_left()
-                if left is not None and self.prompt + self.streamed > left:
-                    raise BudgetError(
-                        f"task {self.ctx.task_id} ({self.ctx.tool}): its model call "
-                        f"{model.name} went over the run's max_tokens while still streaming "
-                        "(it was stopped)",
-                        limit="max_tokens",
-                    )
-        return Completion(
-            "".join(self.parts), usage, time.perf_counter() - self.started, self.first
-        )
+    def __call__(self, text: str) -> None:
+        if self.first is None:
+            self.first = time.perf_counter() - self.started
+        self.parts.append(text)
+        self.streamed += estimate_tokens(text)
+        left = self.ctx.tokens_left()
+        if left is not None and self.prompt + self.streamed > left:
+            raise BudgetError(
+                f"task {self.ctx.task_id} ({self.ctx.tool}): its model call "
+                f"{self.model.name} went over the run's max_tokens while still streaming "
+                "(it was stopped)",
+                limit="max_tokens",
+            )
 
     def partial(self) -> Completion:
         """What streamed before the call was stopped, with its metered token counts."""

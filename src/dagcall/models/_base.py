@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -124,8 +124,10 @@ async def complete(
     stop: Sequence[str] = (),
     max_tokens: int | None = None,
     grammar: str | None = None,
+    on_text: Callable[[str], None] | None = None,
 ) -> Completion:
-    """Run ``model`` to the end of its reply and return the text with its usage and timing."""
+    """Run ``model`` to the end of its reply and return the text with its usage and timing;
+    ``on_text`` sees each text delta as it arrives (and may raise to stop the call)."""
     start = time.perf_counter()
     first: float | None = None
     parts: list[str] = []
@@ -138,6 +140,8 @@ async def complete(
             if first is None:
                 first = time.perf_counter() - start
             parts.append(event)
+            if on_text is not None:
+                on_text(event)
     return Completion("".join(parts), usage, time.perf_counter() - start, first)
 
 
