@@ -32,6 +32,7 @@ from dagcall import (
 from dagcall._tokens import estimate_tokens
 from dagcall.models import Message, TokenUsage, complete, resolve_model
 from dagcall.models._anthropic import AnthropicModel
+from dagcall.models._http import ProviderError
 
 SECRET = "sk-ant-test-SECRET-0123456789abcdef"  # noqa: S105 - a fake key
 MESSAGES = [
@@ -228,7 +229,9 @@ async def test_persistent_server_error(anthropic_server: FakeAnthropicServer) ->
     assert anthropic_server.base_url in str(err)
     assert "provider error" in str(err)
     assert "req_fake0123456789" in str(err)  # the request id, for a support ticket
-    assert issubclass(err.__cause__.error_class, anthropic.InternalServerError)
+    cause = err.__cause__
+    assert isinstance(cause, ProviderError)
+    assert issubclass(cause.error_class, anthropic.InternalServerError)
     assert len(anthropic_server.requests) == 2
     assert SECRET not in str(err)
 
@@ -240,7 +243,9 @@ async def test_overloaded(anthropic_server: FakeAnthropicServer) -> None:
     assert info.value.status_code == 529
     assert "overloaded" in str(info.value)
     assert "after 1 retry" in str(info.value)
-    assert issubclass(info.value.__cause__.error_class, anthropic.OverloadedError)
+    cause = info.value.__cause__
+    assert isinstance(cause, ProviderError)
+    assert issubclass(cause.error_class, anthropic.OverloadedError)
     assert len(anthropic_server.requests) == 2
 
 
@@ -265,7 +270,9 @@ async def test_malformed_event(anthropic_server: FakeAnthropicServer) -> None:
     assert events == ["Hi"]
     assert "malformed" in str(info.value)
     assert "2 characters" in str(info.value)
-    assert issubclass(info.value.__cause__.error_class, json.JSONDecodeError)
+    cause = info.value.__cause__
+    assert isinstance(cause, ProviderError)
+    assert issubclass(cause.error_class, json.JSONDecodeError)
 
 
 async def test_error_event_mid_stream(anthropic_server: FakeAnthropicServer) -> None:
@@ -277,7 +284,9 @@ async def test_error_event_mid_stream(anthropic_server: FakeAnthropicServer) -> 
     message = str(info.value)
     assert "overloaded_error mid-stream after 5 characters" in message
     assert "try again later" in message
-    assert issubclass(info.value.__cause__.error_class, anthropic.APIStatusError)
+    cause = info.value.__cause__
+    assert isinstance(cause, ProviderError)
+    assert issubclass(cause.error_class, anthropic.APIStatusError)
     assert len(anthropic_server.requests) == 1
 
 

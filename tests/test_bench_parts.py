@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from dagcall import parse_plan, tool
+from dagcall import LLMCall, RunResult, TaskRecord, parse_plan, tool
+from dagcall._result import CallRole
 from dagcall.bench import (
     PROFILES,
     BenchDataError,
@@ -235,46 +236,54 @@ async def test_with_latency_waits_then_calls_the_tool() -> None:
 
 
 # -- the critical-path bound -------------------------------------------------------------
-def _task(id: int, parsed: float, start: float, end: float, deps: list[int]) -> dict[str, object]:
-    return {
-        "id": id,
-        "round": 0,
-        "parsed_at": parsed,
-        "started_at": start,
-        "ended_at": end,
-        "deps": deps,
-    }
+def _task(
+    id: int, parsed: float, start: float, end: float, deps: list[int], round: int = 0
+) -> TaskRecord:
+    return TaskRecord(
+        id=id,
+        tool="t",
+        call="t()",
+        round=round,
+        parsed_at=parsed,
+        started_at=start,
+        ended_at=end,
+        deps=tuple(deps),
+    )
 
 
-def _call(role: str, start: float, end: float, round: int = 0) -> dict[str, object]:
-    return {"role": role, "round": round, "started_at": start, "ended_at": end}
+def _call(role: CallRole, start: float, end: float, round: int = 0) -> LLMCall:
+    return LLMCall(role, "m", round, 0, 0, start, end, None)
+
+
+def _run(usage: list[LLMCall], tasks: list[TaskRecord]) -> RunResult:
+    return RunResult(question="q", usage=usage, tasks=tasks)
 
 
 def test_critical_path_bound_by_hand() -> None:
-    run = {
-        "usage": [_call("planner", 0.1, 2.0), _call("joiner", 5.0, 6.0)],
-        "tasks": [
+    run = _run(
+        [_call("planner", 0.1, 2.0), _call("joiner", 5.0, 6.0)],
+        [
             _task(1, 1.0, 1.2, 2.2, []),  # could start at its line, 1.0 -> ends 2.0
             _task(2, 1.5, 1.5, 3.5, []),  # ends 3.5
             _task(3, 1.9, 3.9, 4.4, [1, 2]),  # deps done at 3.4 (shifted) -> ends 3.9
         ],
-    }
+    )
     # shifted by -0.1: task 1 ends 1.9, task 2 ends 3.4, task 3 3.4 + 0.5 = 3.9; the plan ends
     # at 1.9; the joiner (1 s) follows the last task
     assert critical_path_bound(run) == pytest.approx(4.9)
-    assert critical_path_bound({"usage": [_call("react", 0, 1)], "tasks": []}) is None
+    assert critical_path_bound(_run([_call("react", 0, 1)], [])) is None
 
 
 def test_critical_path_bound_adds_rounds() -> None:
-    run = {
-        "usage": [
+    run = _run(
+        [
             _call("planner", 0.0, 1.0),
             _call("joiner", 2.0, 2.5),
             _call("planner", 2.6, 3.0, round=1),
             _call("joiner", 3.5, 4.0, round=1),
         ],
-        "tasks": [_task(1, 0.5, 0.5, 1.5, []), {**_task(2, 2.9, 2.9, 3.4, [1]), "round": 1}],
-    }
+        [_task(1, 0.5, 0.5, 1.5, []), _task(2, 2.9, 2.9, 3.4, [1], round=1)],
+    )
     # round 1: task ends 1.5, joiner 0.5 -> 2.0; round 2 starts at 2.0 (shift -0.6):
     # task parsed 2.3, ends 2.8, plan ends 2.4, joiner 0.5 -> 3.3
     assert critical_path_bound(run) == pytest.approx(3.3)
@@ -286,7 +295,7 @@ async def test_a_simulated_dagcall_run_is_close_to_its_bound() -> None:
     setup = Setup(profile=PROFILES["gpt-3.5"], time_scale=0.02)
     result = await build_runner("dagcall", TRENCHES, setup, "Mariana Trench")()
     assert result.answer == "Mariana Trench"
-    bound = critical_path_bound(result.to_dict())
+    bound = critical_path_bound(result)
     assert bound is not None
     assert bound <= result.wall_time
     planner = result.usage[0]

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from dagcall import tool
-from dagcall._cli import main
 from dagcall.baselines import ParallelFunctionCallingAgent, parse_tool_reply
 from dagcall.bench import (
     PROFILES,
@@ -32,6 +31,7 @@ from dagcall.bench._game24 import (
     run_tot_sequential,
     simulated_reply,
 )
+from dagcall.cli import main
 from dagcall.models import ScriptedModel
 
 DATASETS = find_datasets()
@@ -220,4 +220,4 @@ def test_bench_command_without_datasets(
     assert "datasets were not found" in capsys.readouterr().err
     code = main(["bench", "--model", "simulated:gpt-9", "--workload", "game24"])
     assert code == 2
-    assert "unknown profile" in capsys.readouterr().err
+    assert "unknown simulated profile" in capsys.readouterr().err

@@ -20,7 +20,7 @@ from dagcall import (
     call_model,
     tool,
 )
-from dagcall._cli import main
+from dagcall.cli import main
 from openai_server import FakeOpenAIServer, Stream
 
 FINISH = "Action: Finish(done)"
@@ -144,8 +144,9 @@ async def test_the_approver_sees_the_resolved_call_and_decides() -> None:
     result = await compiler.arun("q")
     assert sent == ["a@example.com"]
     assert result.task(1).output == "sent"
-    assert isinstance(result.task(2).error, ApprovalError)
-    assert "was not approved" in result.task(2).error.message
+    error = result.task(2).error
+    assert isinstance(error, ApprovalError)
+    assert "was not approved" in error.message
     assert len(seen) == 2
 
 

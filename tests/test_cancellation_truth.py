@@ -406,7 +406,7 @@ async def test_process_tools_return_results_and_report_every_failure(tmp_path: P
 
 @pytest.mark.usefixtures("no_leftovers")
 async def test_a_process_tool_from_a_file_loaded_by_path(tmp_path: Path) -> None:
-    from dagcall._cli import load_tools_file
+    from dagcall.cli import load_tools_file
 
     source = tmp_path / "my_tools.py"
     source.write_text(

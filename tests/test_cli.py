@@ -12,8 +12,8 @@ import pytest
 from rich.console import Console
 
 from dagcall import Compiler, ScriptedModel, tool
-from dagcall._cli import main
-from dagcall._live import LiveView, summary_line
+from dagcall.cli import main
+from dagcall.cli._live import LiveView, summary_line
 from openai_server import FakeOpenAIServer, Stream
 
 TOOLS_FILE = '''

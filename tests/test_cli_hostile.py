@@ -21,10 +21,10 @@ from typing import Any
 import pytest
 from _pytest.capture import CaptureResult
 
-import dagcall._cli as cli_module
+import dagcall.cli as cli_module
 from dagcall import ScriptedModel
-from dagcall._cli import main
 from dagcall._store import RunStore, default_path
+from dagcall.cli import main
 from openai_server import FakeOpenAIServer, Stream
 from runs import sample_run
 

@@ -70,6 +70,8 @@ async def test_independent_tasks_overlap_and_start_while_the_planner_streams() -
     # All three ran at the same time: each started before any other ended.
     assert max(t.started_at or 0 for t in result.tasks) < min(t.ended_at or 0 for t in result.tasks)
     # Tasks started in plan order, each after its line was parsed.
+    assert t2.started_at is not None
+    assert t3.started_at is not None
     assert t1.parsed_at <= t1.started_at < t2.started_at < t3.started_at
     model.assert_all_used()
 

@@ -89,8 +89,9 @@ def test_failures_through_a_custom_executor_skip_their_dependents() -> None:
     ).run("q")
     statuses = {t.id: t.status for t in result.tasks}
     assert statuses == {1: TaskStatus.FAILED, 2: TaskStatus.SKIPPED, 3: TaskStatus.DONE}
-    assert isinstance(result.task(1).error, ToolExecutionError)
-    assert "boom 1" in result.task(1).error.message
+    error = result.task(1).error
+    assert isinstance(error, ToolExecutionError)
+    assert "boom 1" in error.message
     assert isinstance(result.task(2).error, DependencyError)
     assert [i.record.id for i in executor.invocations] == [1, 3]  # 2 never reached it
 

@@ -4,7 +4,6 @@ every finished task kept (in the result and the run store) and nothing left runn
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 import time
 from collections.abc import AsyncGenerator, Sequence
@@ -62,7 +61,7 @@ async def run_and_check(compiler: Compiler, tmp_path: Path) -> RunResult:
     for task in result.tasks:
         assert task.status.terminal
     with RunStore(tmp_path / "runs.sqlite3") as store:
-        saved = store.load(store.save(result))
+        saved = store.load(store.save(result)).to_dict()
     assert [t["id"] for t in saved["tasks"]] == [t.id for t in result.tasks]
     for kept, task in zip(saved["tasks"], result.tasks, strict=True):
         assert kept["status"] == task.status.value
@@ -302,7 +301,7 @@ async def test_api_keys_never_reach_traces_logs_or_the_store(
     path = tmp_path / "runs.sqlite3"
     with RunStore(path) as store:
         run_id = store.save(result, planner=model.name, joiner=model.name)
-        stored = json.dumps(store.load(run_id))
+        stored = store.load(run_id).to_json()
     texts = {
         "error": info.value.message,
         "trace": result.to_json(),

@@ -35,12 +35,12 @@ from dagcall import (
     RunEvent,
     RunResult,
     ScriptedModel,
+    StopReason,
     TaskRecord,
     TaskStatus,
     ToolExecutionError,
     tool,
 )
-from dagcall._live import LiveView, PlainReporter, as_json_ready, render_result
 from dagcall._result import (
     EXPORT_MAX_ITEMS,
     MAX_DEPTH,
@@ -51,6 +51,7 @@ from dagcall._result import (
     observation_text,
 )
 from dagcall._store import RunStore
+from dagcall.cli._live import LiveView, PlainReporter, as_json_ready, render_result
 
 # The longest suffix observation_text adds after cutting ("... [N more characters]").
 MARKER = 40
@@ -77,7 +78,7 @@ class Nasty:
     """An object whose every protocol method raises, down to its __class__."""
 
     __repr__ = __str__ = __format__ = _boom
-    __eq__ = __ne__ = __lt__ = __hash__ = __bool__ = __len__ = __iter__ = _boom  # type: ignore[assignment]
+    __eq__ = __ne__ = __lt__ = __hash__ = __bool__ = __len__ = __iter__ = _boom
     __getattr__ = _boom
 
     @property  # type: ignore[misc]
@@ -91,19 +92,19 @@ class NastyList(list[Any]):
 
 class NastyDict(dict[Any, Any]):
     __len__ = __iter__ = __getitem__ = _boom
-    items = keys = values = __repr__ = __str__ = _boom  # type: ignore[assignment]
+    items = keys = values = __repr__ = __str__ = _boom
 
 
 class NastyStr(str):
-    __len__ = __iter__ = __getitem__ = __str__ = __repr__ = __hash__ = __eq__ = _boom  # type: ignore[assignment]
+    __len__ = __iter__ = __getitem__ = __str__ = __repr__ = __hash__ = __eq__ = _boom
 
 
 class NastyFloat(float):
-    __repr__ = __str__ = __float__ = __eq__ = __hash__ = _boom  # type: ignore[assignment]
+    __repr__ = __str__ = __float__ = __eq__ = __hash__ = _boom
 
 
 class NastyInt(int):
-    __repr__ = __str__ = __int__ = __index__ = __eq__ = __hash__ = _boom  # type: ignore[assignment]
+    __repr__ = __str__ = __int__ = __index__ = __eq__ = __hash__ = _boom
 
 
 class BadMapping(Mapping[Any, Any]):
@@ -167,7 +168,7 @@ class Nameless(metaclass=Meta):
 class BadEq:
     """Hashable, but comparing or printing it raises."""
 
-    __eq__ = __repr__ = __str__ = _boom  # type: ignore[assignment]
+    __eq__ = __repr__ = __str__ = _boom
     __hash__ = object.__hash__
 
 
@@ -432,7 +433,7 @@ def test_containers_keep_their_contents() -> None:
         "values": [1.0],
         "nested": {"a": [1, 2]},
     }
-    assert sorted(json_safe({3, 1, 2})) == [1, 2, 3]  # type: ignore[type-var]
+    assert sorted(json_safe({3, 1, 2})) == [1, 2, 3]  # type: ignore[arg-type, type-var]
     assert json_safe((1, "a", None)) == [1, "a", None]
     assert json_safe(b"ab\x00") == "b'ab\\x00'"
     assert json_safe(collections.deque([1, 2])) == [1, 2]
@@ -622,7 +623,7 @@ def test_json_safe_and_observation_text_never_raise(value: Any, cyclic: bool) ->
 
 
 class MessageProperty(ToolExecutionError):
-    @property  # type: ignore[override]
+    @property
     def message(self) -> str:
         raise Boom("no message")
 
@@ -641,7 +642,7 @@ def hostile_result() -> RunResult:
         call='t("\ud800")',
         round=0,
         args=(math.nan, HUGE_INT, Unprintable()),
-        kwargs={"k": deep_list(5000), (1, 2): "tuple key"},
+        kwargs={"k": deep_list(5000), (1, 2): "tuple key"},  # type: ignore[dict-item]
         thought="thinking \udfff",
         status=TaskStatus.DONE,
         resolved_args={"cycle": HOSTILE["cycles"], "inf": math.inf},
@@ -676,7 +677,7 @@ def hostile_result() -> RunResult:
         tasks=[task, failed, other],
         usage=[call],
         wall_time=math.nan,
-        stop_reason="finish",
+        stop_reason=StopReason.FINISH,
     )
 
 
@@ -698,9 +699,18 @@ def test_to_dict_and_to_json_are_strict_whatever_the_fields_hold(tmp_path: Path)
     assert loaded["tasks"][1]["error"] == {
         "type": "ToolExecutionError",
         "message": "<unrepresentable Unprintable>",
+        "tool": "",
+        "task_id": None,
     }
     assert loaded["tasks"][2]["error"]["type"] == "MessageProperty"
     assert strict_loads(result.to_json(indent=None)) == data
+    # ... and what it wrote reads back as a typed run that writes the same JSON again
+    again = RunResult.model_validate_json(text)
+    assert again.to_json(indent=None) == text
+    again_error = again.tasks[1].error
+    assert type(again_error).__name__ == "ToolExecutionError"
+    assert isinstance(again_error, ToolExecutionError)
+    assert again_error.tool == ""
     strict_loads(as_json_ready(result, id="abc", extra=math.nan, odd={(1,): b"x"}))
     for task in result.tasks:
         assert_bounded_observation(task.observation, MAX_OBSERVATION_CHARS + 100)
@@ -805,6 +815,6 @@ async def test_runs_with_hostile_tool_outputs_finish_and_store(tmp_path: Path) -
     assert strict_loads(as_json_ready(result, id="x")) == loaded | {"id": "x"}
     assert depth_of(loaded) <= MAX_DEPTH + 4
     with RunStore(tmp_path / "runs.sqlite3") as store:
-        saved = store.load(store.save(result))
+        saved = store.load(store.save(result)).to_dict()
     assert [t["id"] for t in saved["tasks"]] == [t.id for t in result.tasks]
     assert saved["tasks"][0]["output"] == loaded["tasks"][0]["output"]

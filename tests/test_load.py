@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from dagcall._cli import main
-from dagcall._load import run_load_test
+from dagcall.cli import main
+from dagcall.cli._load import run_load_test
 
 
 async def test_concurrent_questions_all_get_their_own_right_answer() -> None:

@@ -8,6 +8,7 @@ import pytest
 
 from dagcall import UsageError
 from dagcall.models import (
+    ENTRY_POINT_GROUP,
     AnthropicModel,
     Message,
     Model,
@@ -32,26 +33,32 @@ def _restore_registry(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 def test_the_package_registers_local_openai_and_anthropic() -> None:
-    assert model_providers() == ("anthropic", "local", "openai")
+    # and declares "simulated" (dagcall.bench) as an entry point, loaded on first use
+    assert model_providers() == ("anthropic", "local", "openai", "simulated")
 
 
 async def test_a_registered_prefix_gets_the_rest_of_the_string() -> None:
     seen: list[str] = []
 
-    def simulated(rest: str) -> Model:
+    def replayed(rest: str) -> Model:
         seen.append(rest)
         return ScriptedModel([f"profile {rest}"])
 
-    register_model_provider("simulated", simulated)
-    model = resolve_model("simulated:fast@p50=2s:x")
+    register_model_provider("replayed", replayed)
+    model = resolve_model("replayed:fast@p50=2s:x")
     assert seen == ["fast@p50=2s:x"]  # everything after the first ':' as it was written
     assert (await complete(model, [Message("user", "hi")])).text == "profile fast@p50=2s:x"
-    assert "simulated" in model_providers()
+    assert "replayed" in model_providers()
 
 
 def test_a_bare_prefix_gets_an_empty_rest() -> None:
     seen: list[str] = []
-    register_model_provider("sim", lambda rest: seen.append(rest) or ScriptedModel(["x"]))
+
+    def factory(rest: str) -> ScriptedModel:
+        seen.append(rest)
+        return ScriptedModel(["x"])
+
+    register_model_provider("sim", factory)
     resolve_model("sim")
     assert seen == [""]
 
@@ -84,12 +91,12 @@ def test_a_factory_that_returns_no_model_is_a_usage_error() -> None:
 
 
 def test_unknown_prefix_lists_the_registered_ones() -> None:
-    register_model_provider("simulated", lambda rest: ScriptedModel(["x"]))
+    register_model_provider("replayed", lambda rest: ScriptedModel(["x"]))
     with pytest.raises(UsageError) as info:
         resolve_model("bogus:x")
     assert str(info.value) == (
         "unknown model provider 'bogus' in 'bogus:x'; known providers: "
-        "anthropic, local, openai, simulated"
+        "anthropic, local, openai, replayed, simulated"
     )
 
 
@@ -117,3 +124,40 @@ def test_provider_strings_build_their_models() -> None:
 def test_a_model_is_returned_as_is() -> None:
     model = ScriptedModel(["x"])
     assert resolve_model(model) is model
+
+
+# -- providers that installed packages declare (entry points) ----------------------------------
+
+
+def test_simulated_is_a_declared_provider_not_a_special_case() -> None:
+    from dagcall.bench import PROFILES, SimulatedModel
+
+    registry.pop("simulated", None)  # as in a fresh process: found through its entry point
+    assert "simulated" in model_providers()
+    model = resolve_model("simulated:gpt-4")
+    assert isinstance(model, SimulatedModel)
+    assert model.profile is PROFILES["gpt-4"]
+    assert resolve_model("simulated").profile is PROFILES["gpt-3.5"]  # type: ignore[attr-defined]
+    with pytest.raises(UsageError, match="unknown simulated profile 'gpt-9'"):
+        resolve_model("simulated:gpt-9")
+
+
+async def test_a_simulated_model_has_no_words_of_its_own() -> None:
+    from dagcall import Compiler, DagcallError
+
+    with pytest.raises(DagcallError, match="only replays the benchmark's reference answers"):
+        await Compiler(model="simulated:gpt-3.5", max_replans=0).arun("What is 2 + 2?")
+
+
+def test_a_broken_entry_point_is_a_clear_usage_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from importlib import metadata
+
+    point = metadata.EntryPoint("brokenprov", "no_such_module_xyz:factory", ENTRY_POINT_GROUP)
+
+    def fake(**select: str) -> list[metadata.EntryPoint]:
+        wanted = select.get("name")
+        return [point] if wanted in (None, "brokenprov") else []
+
+    monkeypatch.setattr(metadata, "entry_points", fake)
+    with pytest.raises(UsageError, match=r"'brokenprov'.*could not be loaded: ModuleNotFound"):
+        resolve_model("brokenprov:x")

@@ -325,5 +325,5 @@ async def test_end_to_end_a_page_full_of_forged_tags_stays_fenced(tmp_path: Path
     assert_fenced(model.calls[2].messages[-1].content, 2)  # replanner (joiner text included)
     assert_fenced(model.calls[3].messages[-1].content, 3)  # second joiner
     with RunStore(tmp_path / "runs.sqlite3") as store:
-        saved = store.load(store.save(result))
+        saved = store.load(store.save(result)).to_dict()
     assert saved["tasks"][0]["output"] == page  # the stored result is the page as it was

@@ -15,6 +15,7 @@ from dagcall._errors import (
 )
 from dagcall._tokens import estimate_tokens
 from dagcall.models import Message, TokenUsage, complete, resolve_model
+from dagcall.models._http import ProviderError
 from dagcall.models._openai import OpenAIModel
 from openai_server import (
     FakeOpenAIServer,
@@ -174,7 +175,9 @@ async def test_malformed_chunk(openai_server: FakeOpenAIServer) -> None:
     assert events == ["Hi"]
     assert "malformed" in str(info.value)
     assert "2 characters" in str(info.value)
-    assert issubclass(info.value.__cause__.error_class, json.JSONDecodeError)
+    cause = info.value.__cause__
+    assert isinstance(cause, ProviderError)
+    assert issubclass(cause.error_class, json.JSONDecodeError)
 
 
 async def test_errors_are_model_errors(openai_server: FakeOpenAIServer) -> None:

@@ -30,6 +30,7 @@ from dagcall.models import (
     complete,
     complete_with_tools,
 )
+from dagcall.models._http import ProviderError
 from dagcall.models._provider import HTTPModel
 from fake_http import FakeHTTPServer, Stall, Status, Stream, rate_limited, server_error
 
@@ -42,7 +43,7 @@ TOOLS = [{"name": "look", "description": "Look up.", "parameters": {"type": "obj
 class Provider:
     name: str
     server: FakeHTTPServer
-    model_class: type[HTTPModel]
+    model_class: type[OpenAIModel] | type[AnthropicModel]
     sdk: ModuleType
     key_env: str
     finish_marker: str
@@ -254,7 +255,9 @@ async def test_server_error(provider: Provider) -> None:
     assert info.value.model == model.name
     assert model.name in str(info.value)
     assert SECRET not in str(info.value)
-    assert issubclass(info.value.__cause__.error_class, provider.sdk.APIStatusError)
+    cause = info.value.__cause__
+    assert isinstance(cause, ProviderError)
+    assert issubclass(cause.error_class, provider.sdk.APIStatusError)
     assert len(provider.server.requests) == 2
 
 
@@ -266,7 +269,9 @@ async def test_connection_refused(provider: Provider) -> None:
     assert f"could not reach {url}" in str(info.value)
     assert "check the network, that the server is running" in str(info.value)
     assert SECRET not in str(info.value)
-    assert issubclass(info.value.__cause__.error_class, provider.sdk.APIConnectionError)
+    cause = info.value.__cause__
+    assert isinstance(cause, ProviderError)
+    assert issubclass(cause.error_class, provider.sdk.APIConnectionError)
 
 
 async def test_server_that_never_answers(provider: Provider) -> None:
@@ -275,7 +280,9 @@ async def test_server_that_never_answers(provider: Provider) -> None:
     with pytest.raises(ModelConnectionError, match=r"did not answer within 0\.3s") as info:
         await collect(provider.model(max_retries=0, timeout=0.3))
     assert time.perf_counter() - start < 3
-    assert issubclass(info.value.__cause__.error_class, provider.sdk.APITimeoutError)
+    cause = info.value.__cause__
+    assert isinstance(cause, ProviderError)
+    assert issubclass(cause.error_class, provider.sdk.APITimeoutError)
 
 
 async def test_stream_that_stalls(provider: Provider) -> None:
@@ -297,7 +304,9 @@ async def test_stream_cut_midway_is_not_retried(provider: Provider) -> None:
     assert events == ["Hello", ", wor"]
     assert model.name in str(info.value)
     assert SECRET not in str(info.value)
-    assert issubclass(info.value.__cause__.error_class, provider.cut_cause)
+    cause = info.value.__cause__
+    assert isinstance(cause, ProviderError)
+    assert issubclass(cause.error_class, provider.cut_cause)
     assert len(provider.server.requests) == 1
 
 

@@ -65,3 +65,68 @@ def test_readme_leads_with_the_two_setup_commands() -> None:
 def test_tests_cannot_reach_beyond_loopback() -> None:
     with socket.socket() as s, pytest.raises(ConnectionRefusedError, match="loopback"):
         s.connect(("192.0.2.1", 80))
+
+
+# -- the command line and the benchmark use public names only ------------------------------------
+
+PUBLIC_MODULES = (
+    "dagcall.store",
+    "dagcall.plan",
+    "dagcall.viz",
+    "dagcall.scaffold",
+    "dagcall.tokens",
+    "dagcall.pricing",
+)
+
+
+def _imports(path: Path, package: str) -> list[tuple[str, list[str], int]]:
+    """(absolute module, names imported, line) for every import in a source file."""
+    import ast
+
+    found: list[tuple[str, list[str], int]] = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom):
+            base = package.split(".")
+            if node.level:
+                base = base[: len(base) - node.level + 1]
+                module = ".".join([*base, *([node.module] if node.module else [])])
+            else:
+                module = node.module or ""
+            found.append((module, [a.name for a in node.names], node.lineno))
+        elif isinstance(node, ast.Import):
+            found += [(a.name, [], node.lineno) for a in node.names]
+    return found
+
+
+@pytest.mark.parametrize("part", ["cli", "bench"])
+def test_cli_and_bench_import_only_public_names(part: str) -> None:
+    """Their own private modules are theirs; of the rest of dagcall, public names only."""
+    folder = ROOT / "src" / "dagcall" / part
+    own = f"dagcall.{part}"
+    bad: list[str] = []
+    for path in sorted(folder.glob("*.py")):
+        for module, names, line in _imports(path, own):  # files directly in the package
+            if not module.startswith("dagcall"):
+                continue
+            where = f"{path.relative_to(ROOT)}:{line}"
+            inside = module == own or module.startswith(own + ".")
+            if not inside and any(p.startswith("_") for p in module.split(".")):
+                bad.append(f"{where}: imports from the private module {module}")
+            if not inside:
+                bad += [f"{where}: imports the private name {n}" for n in names if _private(n)]
+    assert bad == []
+
+
+@pytest.mark.parametrize("module", PUBLIC_MODULES)
+def test_public_modules_list_what_they_export(module: str) -> None:
+    import importlib
+
+    mod = importlib.import_module(module)
+    assert mod.__all__
+    for name in mod.__all__:
+        assert not name.startswith("_")
+        assert getattr(mod, name) is not None, name
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from dagcall import UsageError, _tokens
-from dagcall._tokens import _encoding, estimate_tokens, exact_tokens_available, heuristic_tokens
+from dagcall._tokens import encoding, estimate_tokens, exact_tokens_available, heuristic_tokens
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
@@ -147,10 +147,10 @@ def test_document_search_names_its_extra(tmp_path: Path) -> None:
 
 @pytest.fixture
 def without_tiktoken(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    _tokens._exact_encoding.cache_clear()
+    _tokens._exactencoding.cache_clear()
     monkeypatch.setitem(sys.modules, "tiktoken", None)
     yield
-    _tokens._exact_encoding.cache_clear()
+    _tokens._exactencoding.cache_clear()
 
 
 @pytest.mark.usefixtures("without_tiktoken")
@@ -160,7 +160,7 @@ def test_without_the_tokens_extra_estimates_are_heuristic() -> None:
     assert estimate_tokens(text) == heuristic_tokens(text)
     assert estimate_tokens([text, "x"]) == heuristic_tokens(text) + heuristic_tokens("x")
     with pytest.raises(UsageError, match=r"pip install 'dagcall\[tokens\]'"):
-        _encoding()
+        encoding()
 
 
 def test_with_the_tokens_extra_estimates_are_exact_cl100k() -> None:
@@ -169,7 +169,7 @@ def test_with_the_tokens_extra_estimates_are_exact_cl100k() -> None:
     # cl100k_base: "hello" " world" = 2 tokens; the heuristic agrees here, so also a case
     # where it does not: 12 digits are 4 tokens of 3, and "!!!!" one token.
     assert estimate_tokens("hello world") == 2
-    assert estimate_tokens("123456789012!!!!") == len(_encoding().encode("123456789012!!!!"))
+    assert estimate_tokens("123456789012!!!!") == len(encoding().encode("123456789012!!!!"))
 
 
 def _project_texts() -> list[tuple[str, str]]:
@@ -180,11 +180,11 @@ def _project_texts() -> list[tuple[str, str]]:
 
 def test_the_heuristic_is_calibrated_on_the_projects_own_text() -> None:
     pytest.importorskip("tiktoken")
-    encoding = _encoding()
+    exact_encoding = encoding()
     total_exact = total_guess = 0
     worst = 0.0
     for name, text in _project_texts():
-        exact = len(encoding.encode(text, disallowed_special=()))
+        exact = len(exact_encoding.encode(text, disallowed_special=()))
         guess = heuristic_tokens(text)
         total_exact += exact
         total_guess += guess

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from dagcall import UsageError
-from dagcall._store import RunNotFoundError, RunStore, default_path
+from dagcall import RunResult, UsageError
+from dagcall.store import RunNotFoundError, RunStore, default_path
 from runs import sample_run
 
 
@@ -26,9 +26,13 @@ def test_save_list_load_round_trip(tmp_path: Path) -> None:
         assert summary.llm_calls == 4
         loaded = store.load(run_id[:5])  # a unique prefix is enough
     expected = json.loads(result.to_json())
-    assert {k: loaded[k] for k in expected} == expected
-    assert loaded["id"] == run_id
-    assert loaded["planner"] == "scripted"
+    data = loaded.to_dict()
+    assert {k: data[k] for k in expected} == expected  # typed, and the same run
+    assert isinstance(loaded, RunResult)
+    assert loaded.id == run_id
+    assert loaded.planner == "scripted"
+    assert loaded.repairs == []
+    assert [type(t.error) for t in loaded.tasks] == [type(t.error) for t in result.tasks]
 
 
 def test_normalised_tables_answer_sql(tmp_path: Path) -> None:

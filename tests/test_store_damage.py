@@ -20,11 +20,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dagcall import RunResult, TaskRecord, TaskStatus
-from dagcall._cli import main
-from dagcall._graph import mermaid
-from dagcall._plot import build_timeline, plot_timeline
-from dagcall._store import RunStore, tidy_run
+from dagcall import RunResult, StopReason, TaskRecord, TaskStatus
+from dagcall.cli import main
+from dagcall.store import RunStore, StoredRun, read_run
+from dagcall.viz import build_timeline, mermaid, plot_timeline
 from runs import sample_run
 
 RUNS = 12
@@ -348,7 +347,8 @@ def test_ints_beyond_64_bits_nan_and_surrogates_are_saved(tmp_path: Path) -> Non
         run_id = store.save(result, planner="p\ud800", joiner="j")
         loaded = store.load(run_id)
         (summary,) = store.list_runs()
-    assert [t["id"] for t in loaded["tasks"]][:3] == big
+    assert [t.id for t in loaded.tasks][:3] == big
+    assert loaded.repairs == []
     assert summary.question == "q \ufffd \ufffd"
     db = sqlite3.connect(tmp_path / "r.sqlite3")
     try:
@@ -378,7 +378,7 @@ def test_a_store_locked_past_its_timeout(tmp_path: Path) -> None:
     finally:
         holder.close()
     with RunStore(path, timeout=0.1) as store:  # free again
-        assert store.load(run_id)["id"] == run_id
+        assert store.load(run_id).id == run_id
 
 
 # -- rendering whatever a damaged run holds --------------------------------------------------------
@@ -437,12 +437,26 @@ RUN = st.fixed_dictionaries(
 
 @settings(max_examples=300, deadline=None)
 @given(run=RUN | JSON)
-def test_any_damaged_run_gives_a_graph_and_a_tidy_view(run: Any) -> None:
-    tidy = tidy_run(run)
-    for task in tidy["tasks"]:
-        hash(task["id"])
-        assert isinstance(task["call"], str)
-        assert task["started_at"] is None or math.isfinite(task["started_at"])
+def test_any_damaged_run_reads_as_a_typed_run_and_gives_a_graph(run: Any) -> None:
+    typed, repairs = read_run(run, StoredRun)
+    assert isinstance(typed, StoredRun)
+    ids = {t.id for t in typed.tasks}
+    for task in typed.tasks:
+        assert type(task.id) is int
+        assert isinstance(task.call, str)
+        assert isinstance(task.status, TaskStatus)
+        assert task.started_at is None or math.isfinite(task.started_at)
+        assert all(type(d) is int for d in task.deps)
+    for rnd in typed.rounds:
+        assert all(type(i) is int for i in rnd.task_ids)
+    assert all(c.task_id is None or type(c.task_id) is int for c in typed.usage)
+    assert isinstance(typed.stop_reason, StopReason)
+    if repairs:  # what was repaired is said, and the typed run writes strict JSON
+        assert all(isinstance(r, str) and r for r in repairs)
+    again, more = read_run(json.loads(typed.to_json()), StoredRun)
+    assert more == []  # what it wrote reads back exactly
+    assert again.to_json() == typed.to_json()
+    assert {t.id for t in again.tasks} == ids
     text = mermaid(run)
     assert text.startswith("flowchart TD\n")
     for line in text.splitlines()[1:]:
@@ -473,6 +487,9 @@ def test_unknown_and_abandoned_statuses_are_drawn(tmp_path: Path) -> None:
     text = mermaid(run)
     assert ":::abandoned" in text
     assert "classDef abandoned" in text
-    assert text.count(":::other") == 2
-    assert "classDef other" in text
+    # statuses this version does not know are read as failed, and the reading says so
+    assert text.count(":::failed") == 2
+    typed, repairs = read_run(run)
+    assert [str(t.status) for t in typed.tasks] == ["done", "abandoned", "failed", "failed"]
+    assert any("'made up' is not known" in r for r in repairs), repairs
     assert plot_timeline(run, tmp_path / "s.png") == 4

@@ -38,7 +38,17 @@ if _typing.TYPE_CHECKING:
     from ._executor import AsyncioExecutor, Executor, Invocation, Outcome
     from ._joiner import JoinerDecision, parse_joiner
     from ._plan import END_OF_PLAN, PlanParser, Ref, TaskSpec, Template, parse_plan
-    from ._result import LLMCall, Round, RunEvent, RunResult, TaskRecord, TaskStatus
+    from ._result import (
+        LLMCall,
+        Round,
+        RunEvent,
+        RunResult,
+        StopReason,
+        TaskRecord,
+        TaskStatus,
+        json_safe,
+        observation_text,
+    )
     from ._tools import BaseTool, Tool, tool
     from ._toolsets import DelegatingTool, SchemaTool, Toolset
     from .models import (
@@ -98,8 +108,11 @@ _LAZY = {
     "Round": "._result",
     "RunEvent": "._result",
     "RunResult": "._result",
+    "StopReason": "._result",
     "TaskRecord": "._result",
     "TaskStatus": "._result",
+    "json_safe": "._result",
+    "observation_text": "._result",
     "BaseTool": "._tools",
     "Tool": "._tools",
     "tool": "._tools",
@@ -115,7 +128,23 @@ _LAZY = {
 }
 
 
-_SUBPACKAGES = frozenset({"baselines", "bench", "demo", "models", "prompts", "tools"})
+_SUBPACKAGES = frozenset(
+    {
+        "baselines",
+        "bench",
+        "cli",
+        "demo",
+        "models",
+        "plan",
+        "pricing",
+        "prompts",
+        "scaffold",
+        "store",
+        "tokens",
+        "tools",
+        "viz",
+    }
+)
 
 
 def __getattr__(name: str) -> object:
@@ -170,6 +199,7 @@ __all__ = [
     "SchemaTool",
     "ScriptExhaustedError",
     "ScriptedModel",
+    "StopReason",
     "TaskRecord",
     "TaskSpec",
     "TaskStatus",
@@ -188,6 +218,8 @@ __all__ = [
     "__version__",
     "call_model",
     "current_tool_context",
+    "json_safe",
+    "observation_text",
     "parse_joiner",
     "parse_plan",
     "register_model_provider",

@@ -7,28 +7,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
-import time
-from collections.abc import AsyncGenerator, Callable, Coroutine, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable
 from contextlib import aclosing
 from typing import Any
 
-from ._budget import Budget
-from ._errors import RunTimeoutError, UsageError
+from ._errors import UsageError
 from ._executor import Executor
 from ._joiner import Joiner, JoinerDecision
 from ._plan import PlanItem, TaskSpec
 from ._planner import Planner
-from ._result import EventKind, LLMCall, Round, RunEvent, RunResult, TaskRecord
-from ._scheduler import Scheduler
+from ._result import Round, RunEvent, RunResult, StopReason
+from ._run import EventHandler, RunLimits, RunScope, check_limits, drive
 from ._tools import Approver, BaseTool, Tool
 from ._toolsets import Toolbox, Toolset
 from .models import Message, Model, resolve_model
 
 __all__ = ["Compiler"]
-
-log = logging.getLogger("dagcall")
-EventHandler = Callable[[RunEvent], None]
 
 
 class Compiler:
@@ -84,22 +78,19 @@ class Compiler:
         self.tools: dict[str, BaseTool] = self.toolbox.tools
         if max_replans < 0:
             raise UsageError("max_replans must be 0 or more")
-        for label, value in (
-            ("timeout", timeout),
-            ("tool_timeout", tool_timeout),
-            ("llm_idle_timeout", llm_idle_timeout),
-        ):
-            if value is not None and value <= 0:
-                raise UsageError(f"{label} must be positive (or None for no limit)")
-        if max_concurrency is not None and max_concurrency < 1:
-            raise UsageError("max_concurrency must be at least 1 (or None for no limit)")
+        check_limits(
+            timeout=timeout,
+            tool_timeout=tool_timeout,
+            llm_idle_timeout=llm_idle_timeout,
+            max_concurrency=max_concurrency,
+            max_tasks=max_tasks,
+            max_tokens=max_tokens,
+            executor=executor,
+        )
         self.max_replans = max_replans
         self.timeout = timeout
         self.tool_timeout = tool_timeout
         self.max_concurrency = max_concurrency
-        for label, limit in (("max_tasks", max_tasks), ("max_tokens", max_tokens)):
-            if limit is not None and limit < 1:
-                raise UsageError(f"{label} must be at least 1 (or None for no limit)")
         self.llm_idle_timeout = llm_idle_timeout
         self.max_tasks = max_tasks
         self.max_tokens = max_tokens
@@ -111,10 +102,6 @@ class Compiler:
             raise UsageError(
                 f"constrained_plans=True needs a planner that supports grammars "
                 f"(a LocalModel); {self.planner.name} does not"
-            )
-        if executor is not None and not isinstance(executor, Executor):
-            raise UsageError(
-                f"executor must have an async execute(invocation) method, not {executor!r}"
             )
         self.executor = executor
         self.planning = Planner(
@@ -154,30 +141,7 @@ class Compiler:
             raise UsageError("the question is empty")
         budget = timeout if timeout is not None else self.timeout
         await self.toolbox.open()  # once; shared by concurrent runs (nothing without toolsets)
-        run = _Run(self, question, on_event)
-        try:
-            async with asyncio.timeout(budget) as scope:
-                await run.execute()
-        except BaseException as exc:
-            if isinstance(exc, TimeoutError) and scope.expired():
-                await _close_fully(run.close("timeout"))
-                error = RunTimeoutError(
-                    f"the run did not finish within its {budget:g} s budget; outstanding tasks "
-                    "were cancelled (raise timeout= or lower the work per question)",
-                    limit="timeout",
-                    value=budget,
-                )
-                error.result = run.result
-                raise error from None
-            await _close_fully(
-                run.close(type(exc).__name__ if isinstance(exc, Exception) else "cancelled")
-            )
-            if not isinstance(exc, asyncio.CancelledError):  # any error keeps the partial run
-                with contextlib.suppress(AttributeError, TypeError):
-                    exc.result = run.result  # type: ignore[attr-defined]
-            raise
-        await _close_fully(run.close(run.result.stop_reason))
-        return run.result
+        return await drive(_Run(self, question, on_event), budget)
 
     async def stream(
         self,
@@ -259,30 +223,23 @@ class Compiler:
         await self.aclose()
 
 
-class _Run:
+class _Run(RunScope):
     """One question's run: the paper's loop of plan (streamed into the task fetching unit),
     execute, join, and answer or replan, held to the run's budgets."""
 
     def __init__(self, compiler: Compiler, question: str, on_event: EventHandler | None) -> None:
-        self.c = compiler
-        self.t0 = time.perf_counter()
-        self.result = RunResult(question=question)
-        self.on_event = on_event
-        self.round = 0
-        self.budget = Budget(max_tokens=compiler.max_tokens, max_tasks=compiler.max_tasks)
-        self.scheduler = Scheduler(
-            compiler.tools,
-            t0=self.t0,
-            max_concurrency=compiler.max_concurrency,
+        limits = RunLimits(
             tool_timeout=compiler.tool_timeout,
-            record_llm_call=self.add_call,
+            max_concurrency=compiler.max_concurrency,
+            max_tasks=compiler.max_tasks,
+            max_tokens=compiler.max_tokens,
             approve=compiler.approve,
-            on_change=self.task_changed if on_event else None,
-            tokens_left=self.budget.tokens_left if compiler.max_tokens is not None else None,
             executor=compiler.executor,
         )
+        super().__init__(question, compiler.tools, limits, on_event)
+        self.c = compiler
 
-    async def execute(self) -> None:
+    async def body(self) -> None:
         reason = ""
         last = self.c.max_replans
         for index in range(last + 1):
@@ -299,11 +256,11 @@ class _Run:
             self.emit("round_end")
             if decision.action == "finish":
                 self.result.answer = decision.text
-                self.result.stop_reason = "finish"
+                self.result.stop_reason = StopReason.FINISH
                 return
             if index == last:  # asked to replan after being told it could not
                 self.result.answer = decision.thought or decision.text
-                self.result.stop_reason = "max_replans"
+                self.result.stop_reason = StopReason.MAX_REPLANS
                 return
             reason = decision.text
 
@@ -341,18 +298,6 @@ class _Run:
             rnd.task_ids.append(record.id)
             self.result.tasks.append(record)
 
-    async def wait_for_tasks(self) -> None:
-        """Wait until every task has finished, or a tool's model calls spend the budget."""
-        if self.scheduler.outstanding == 0:
-            return
-        idle = asyncio.ensure_future(self.scheduler.wait_idle())
-        spent = asyncio.ensure_future(self.budget.spent.wait())
-        try:
-            await asyncio.wait((idle, spent), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            idle.cancel()
-            spent.cancel()
-
     async def join(self, rnd: Round, *, may_replan: bool) -> JoinerDecision:
         messages = self.c.joining.messages(
             self.result.question, self.result.rounds, self.scheduler.records, may_replan=may_replan
@@ -367,60 +312,8 @@ class _Run:
             record=self.add_call,
         )
 
-    def add_call(self, call: LLMCall) -> None:
-        """Record an LLM call (also a tool's own, from its callback); never raises: going over
-        ``max_tokens`` is noted, and raised by the loop at its next check."""
-        self.result.usage.append(call)
-        self.budget.add(call)
-
-    async def close(self, stop_reason: str) -> None:
-        """Cancel anything outstanding and fill in the result's totals."""
-        await self.scheduler.cancel_all()
-        self.result.tasks = [self.scheduler.records[i] for i in sorted(self.scheduler.records)]
-        self.result.usage.sort(key=lambda call: call.started_at)
-        self.result.wall_time = self.now()
-        if not self.result.stop_reason:
-            self.result.stop_reason = stop_reason
-        self.emit("finished")
-
-    # -- events ----------------------------------------------------------------------------
-    def now(self) -> float:
-        return time.perf_counter() - self.t0
-
-    def emit(self, kind: EventKind, *, task: TaskRecord | None = None, text: str = "") -> None:
-        if self.on_event is None:
-            return
-        try:
-            self.on_event(RunEvent(kind, self.result, self.round, task, text))
-        except Exception as exc:  # a broken live view must not break the run
-            log.warning(
-                "dagcall: the on_event handler raised %s; the run goes on",
-                type(exc).__name__,
-                exc_info=log.isEnabledFor(logging.DEBUG),
-            )
-
-    def task_changed(self, record: TaskRecord) -> None:
-        self.emit("task", task=record)
-
     def plan_text(self, text: str) -> None:
         self.emit("plan_text", text=text)
 
     def joiner_text(self, text: str) -> None:
         self.emit("joiner_text", text=text)
-
-
-async def _close_fully(closing: Coroutine[Any, Any, None]) -> None:
-    """Run a run's clean-up to the end even when the run is cancelled meanwhile (so nothing
-    it started is left running), then let that cancellation through."""
-    task = asyncio.ensure_future(closing)
-    cancelled = False
-    while not task.done():
-        try:
-            await asyncio.shield(task)
-        except asyncio.CancelledError:
-            if task.done() and task.cancelled():
-                raise
-            cancelled = True
-    task.result()  # the clean-up's own error, if it had one
-    if cancelled:
-        raise asyncio.CancelledError

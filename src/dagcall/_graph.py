@@ -6,7 +6,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from ._store import tidy_run
+from ._records import typed_run
+from ._result import RunResult, TaskRecord
 
 __all__ = ["mermaid"]
 
@@ -18,12 +19,8 @@ _CLASSES = {
     "waiting": "fill:#f4f4f4,stroke:#c7c7c7",
     "running": "fill:#ffe8cc,stroke:#ff7f0e",
 }
-#: Defined only in graphs that use them: a task whose worker thread could not be stopped, and
-#: a status this version does not know (a neutral grey, dashed).
-_EXTRA_CLASSES = {
-    "abandoned": "fill:#f3e2d3,stroke:#8c564b",
-    "other": "fill:#ffffff,stroke:#999999,stroke-dasharray:3 3",
-}
+#: Defined only in graphs that use them: a task whose worker thread could not be stopped.
+_EXTRA_CLASSES = {"abandoned": "fill:#f3e2d3,stroke:#8c564b"}
 
 
 def _text(label: str, width: int = 48) -> str:
@@ -37,67 +34,47 @@ def _text(label: str, width: int = 48) -> str:
 
 
 def _class(status: str) -> str:
-    return status if status in _CLASSES or status == "abandoned" else "other"
+    return status
 
 
-def _node(key: Any, position: int) -> str:
-    """A Mermaid node name for a task id: ``t7`` for task 7, ``tx3`` (the task's position)
-    for an id that is not a non-negative int."""
-    if isinstance(key, int) and not isinstance(key, bool) and key >= 0:
-        return f"t{key}"
-    return f"tx{position}"
+def _node(task_id: int) -> str:
+    """A Mermaid node name for a task id: ``t7`` for task 7, ``tn7`` for task -7."""
+    return f"t{task_id}" if task_id >= 0 else f"tn{-task_id}"
 
 
-def _label_id(key: Any) -> str:
-    return key if isinstance(key, str) else repr(key) if isinstance(key, float) else str(key)
+def mermaid(run: RunResult | Mapping[str, Any]) -> str:
+    """The run's DAG as a Mermaid ``flowchart TD``.
 
-
-def mermaid(run: Mapping[str, Any]) -> str:
-    """The run's DAG as a Mermaid ``flowchart TD`` (``RunResult.to_dict()`` or a stored run).
-
-    Any task status is drawn: the known ones with their colours, anything else in a neutral
-    dashed grey (class ``other``).  A damaged run (missing or odd fields) still gives a graph.
+    ``run`` is a :class:`~dagcall.RunResult` (a stored run is one), or the data of one, which
+    is read however damaged (a status this version does not know is read as failed).
     """
-    tidy = tidy_run(run)
-    tasks: dict[Any, dict[str, Any]] = {}
-    nodes: dict[Any, str] = {}
-    for position, t in enumerate(tidy["tasks"]):
-        if t["id"] not in tasks:
-            tasks[t["id"]] = t
-            nodes[t["id"]] = _node(t["id"], position)
-
-    def node_of(key: Any) -> str | None:
-        if key in nodes:
-            return nodes[key]
-        if isinstance(key, int) and not isinstance(key, bool) and key >= 0:
-            return f"t{key}"  # a task the run does not list (as Mermaid draws it: bare)
-        return None
-
+    result = typed_run(run)
+    tasks: dict[int, TaskRecord] = {}
+    for t in result.tasks:
+        tasks.setdefault(t.id, t)  # a plan with one id twice: the first, as the run ran it
     lines = ["flowchart TD"]
     edges: list[str] = []
     used_classes: set[str] = set()
-    for position, rnd in enumerate(tidy["rounds"]):
-        number = rnd["index"] + 1 if rnd["index"] >= 0 else position + 1
-        ids = list(dict.fromkeys(i for i in rnd["task_ids"] if i in tasks))
+    for position, rnd in enumerate(result.rounds):
+        number = rnd.index + 1 if rnd.index >= 0 else position + 1
+        ids = list(dict.fromkeys(i for i in rnd.task_ids if i in tasks))
         lines.append(f'  subgraph round{number}["round {number}"]')
         for task_id in ids:
             t = tasks[task_id]
-            css = _class(t["status"])
+            css = _class(str(t.status))
             used_classes.add(css)
-            label = _text(f"{_label_id(task_id)}. {t['call']}", len(_label_id(task_id)) + 50)
-            lines.append(f'    {nodes[task_id]}["{label}"]:::{css}')
+            label = _text(f"{task_id}. {t.call}", len(str(task_id)) + 50)
+            lines.append(f'    {_node(task_id)}["{label}"]:::{css}')
         join = f"join{number}"
-        decision = rnd["decision"] or "join"
+        decision = rnd.decision or "join"
         lines.append(f'    {join}(["join: {_text(decision)}"])')
         lines.append("  end")
-        used_in_round = {d for i in ids for d in tasks[i]["deps"] if d in ids}
+        used_in_round = {d for i in ids for d in tasks[i].deps if d in ids}
         for task_id in ids:
-            for dep in tasks[task_id]["deps"]:
-                source = node_of(dep)
-                if source is not None:
-                    edges.append(f"  {source} --> {nodes[task_id]}")
+            for dep in tasks[task_id].deps:
+                edges.append(f"  {_node(dep)} --> {_node(task_id)}")
             if task_id not in used_in_round:
-                edges.append(f"  {nodes[task_id]} --> {join}")
+                edges.append(f"  {_node(task_id)} --> {join}")
         if not ids:
             edges.append(f"  %% round {number} had no tasks")
     lines += edges

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import warnings
@@ -11,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import UsageError
-from ._store import tidy_run
+from ._records import typed_run
+from ._result import RunResult
 
-__all__ = ["build_timeline", "draw_timeline", "plot_timeline"]
+__all__ = ["bar_count", "build_timeline", "draw_timeline", "plot_timeline"]
 
 _STATUS_COLOUR = {
     "done": "#3a923a",
@@ -56,6 +58,8 @@ def _label(text: str, width: int = 42) -> str:
 
 
 def _t(seconds: float) -> float:
+    if not math.isfinite(seconds):  # a damaged time: NaN at the start, infinities at a bound
+        return 0.0 if seconds != seconds else math.copysign(_TIME_BOUND, seconds)
     return min(max(seconds, -_TIME_BOUND), _TIME_BOUND)
 
 
@@ -68,7 +72,9 @@ def _quiet() -> Iterator[None]:
         yield
 
 
-def build_timeline(run: Mapping[str, Any], *, title: str | None = None) -> tuple[Any, int]:
+def build_timeline(
+    run: RunResult | Mapping[str, Any], *, title: str | None = None
+) -> tuple[Any, int]:
     """The figure and its bar count: one bar per LLM call and one per task that started.
 
     A planner or joiner bar is drawn light up to its first token and solid after it; a task
@@ -78,67 +84,70 @@ def build_timeline(run: Mapping[str, Any], *, title: str | None = None) -> tuple
     require_matplotlib("plots")
     from matplotlib.figure import Figure
 
-    tidy = tidy_run(run)
-    bars = _bar_count(tidy)
+    result = typed_run(run)
+    bars = bar_count(result)
     height = min(0.45 * max(bars, 2) + 1.4, _MAX_HEIGHT)
     fig = Figure(figsize=(10, height), layout="constrained")
     ax = fig.add_subplot()
     with _quiet():
-        draw_timeline(ax, tidy, title=title or _label(tidy["question"], 90))
+        draw_timeline(ax, result, title=title or _label(result.question, 90))
     return fig, bars
 
 
-def _bar_count(run: Mapping[str, Any]) -> int:
-    return len(run["usage"]) + sum(1 for t in run["tasks"] if t["started_at"] is not None)
+def bar_count(run: RunResult) -> int:
+    """How many bars the run's timeline has: its LLM calls and the tasks that started."""
+    return len(run.usage) + sum(1 for t in run.tasks if t.started_at is not None)
 
 
 def draw_timeline(
-    ax: Any, run: Mapping[str, Any], *, title: str = "", scale: float = 1.0, legend: bool = True
+    ax: Any,
+    run: RunResult | Mapping[str, Any],
+    *,
+    title: str = "",
+    scale: float = 1.0,
+    legend: bool = True,
 ) -> int:
     """Draw the run's bars on a matplotlib axis; times are divided by ``scale``.
 
-    Any task status is drawn (an unknown one in a neutral grey), and a damaged run (missing
-    or odd fields) is drawn as far as it can be.
+    Any task status is drawn (an unknown one in a neutral grey), and the data of a damaged
+    run is drawn as far as it can be read.
     """
     require_matplotlib("plots")
     from matplotlib.patches import Patch
 
-    run = tidy_run(run)
+    result = typed_run(run)
     Segment = tuple[float, float, dict[str, Any]]
     rows: list[tuple[str, list[Segment]]] = []
-    wall = _t(run["wall_time"] / scale)
-    for call in run["usage"]:
-        start, end = _t(call["started_at"] / scale), _t(call["ended_at"] / scale)
-        colour = _LLM_COLOUR.get(call["role"], "#8c564b")
-        name = _label(f"{call['role']} (round {call['round'] + 1})")
-        if call["role"] == "tool" and call.get("task_id") is not None:
-            name = _label(f"LLM of task {call['task_id']}")
-        ttft = call.get("time_to_first_token")
+    wall = _t(result.wall_time / scale)
+    for call in result.usage:
+        start, end = _t(call.started_at / scale), _t(call.ended_at / scale)
+        colour = _LLM_COLOUR.get(call.role, "#8c564b")
+        name = _label(f"{call.role} (round {call.round + 1})")
+        if call.role == "tool" and call.task_id is not None:
+            name = _label(f"LLM of task {call.task_id}")
         segments: list[Segment] = []
-        if ttft:
-            ttft = _t(ttft / scale)
+        if call.time_to_first_token:
+            ttft = _t(call.time_to_first_token / scale)
             segments.append((start, ttft, {"color": colour, "alpha": 0.35}))
             segments.append((start + ttft, max(end - start - ttft, 0.0), {"color": colour}))
         else:
             segments.append((start, max(end - start, 0.0), {"color": colour}))
         rows.append((name, segments))
-    for task in run["tasks"]:
-        if task["started_at"] is None:
+    for task in result.tasks:
+        if task.started_at is None:
             continue
-        start = _t(task["started_at"] / scale)
-        end = _t(task["ended_at"] / scale) if task["ended_at"] is not None else wall
+        start = _t(task.started_at / scale)
+        end = _t(task.ended_at / scale) if task.ended_at is not None else wall
         segments = []
-        ready = task.get("ready_at")
-        if ready is not None and start - _t(ready / scale) > 1e-3 / scale:
-            ready = _t(ready / scale)
+        if task.ready_at is not None and start - _t(task.ready_at / scale) > 1e-3 / scale:
+            ready = _t(task.ready_at / scale)
             segments.append(
                 (ready, start - ready, {"color": "none", "edgecolor": "#7f7f7f", "hatch": "//"})
             )
-        colour = _STATUS_COLOUR.get(task["status"], _UNKNOWN_COLOUR)
+        colour = _STATUS_COLOUR.get(str(task.status), _UNKNOWN_COLOUR)
         # A few-millisecond task still gets a visible sliver.
         segments.append((start, max(end - start, 0.006 * wall), {"color": colour}))
-        task_id = _label(str(task["id"]), 24)
-        rows.append((f"{task_id}. {_label(task['call'])}", segments))
+        rows.append((f"{task.id}. {_label(task.call)}", segments))
 
     for y, (_, segments) in enumerate(rows):
         for start, width, style in segments:
@@ -154,7 +163,7 @@ def draw_timeline(
             Patch(color=_LLM_COLOUR["joiner"], label="joiner (light: before 1st token)"),
             *(Patch(color=_STATUS_COLOUR[s], label=f"task {s}") for s in ("done", "failed")),
         ]
-        if any(t["status"] == "abandoned" for t in run["tasks"]):
+        if any(t.status == "abandoned" for t in result.tasks):
             handles.append(Patch(color=_STATUS_COLOUR["abandoned"], label="task abandoned"))
         ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")
     ax.grid(axis="x", alpha=0.3)
@@ -162,9 +171,13 @@ def draw_timeline(
 
 
 def plot_timeline(
-    run: Mapping[str, Any], path: str | os.PathLike[str], *, title: str | None = None
+    run: RunResult | Mapping[str, Any],
+    path: str | os.PathLike[str],
+    *,
+    title: str | None = None,
 ) -> int:
-    """Write the run's timeline (``RunResult.to_dict()`` or a stored run) as a PNG.
+    """Write the run's timeline (a :class:`~dagcall.RunResult`, such as a stored run, or the
+    data of one) as a PNG.
 
     Returns the number of bars: one per LLM call and one per task that started.
     """

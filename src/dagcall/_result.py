@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections.abc
 import dataclasses
+import functools
 import itertools
 import json
 import math
@@ -11,19 +12,26 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Literal, TypeAlias
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Self, TypeAlias
 
-from ._errors import DagcallError
+from . import _errors
+from ._errors import DagcallError, UsageError
+
+if TYPE_CHECKING:
+    from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler, TypeAdapter
+    from pydantic_core import CoreSchema
 
 __all__ = [
     "LLMCall",
     "Round",
     "RunEvent",
     "RunResult",
+    "StopReason",
     "TaskRecord",
     "TaskStatus",
     "json_safe",
     "observation_text",
+    "revive_error",
     "safe_text",
 ]
 
@@ -60,8 +68,114 @@ class TaskStatus(StrEnum):
         return self not in (TaskStatus.WAITING, TaskStatus.RUNNING)
 
 
+class StopReason(StrEnum):
+    """Why a run ended (``RunResult.stop_reason``)."""
+
+    RUNNING = "running"  # it has not ended yet
+    FINISH = "finish"  # the joiner (or the baseline's model) answered
+    MAX_REPLANS = "max_replans"  # the joiner still wanted to replan after the last round
+    MAX_STEPS = "max_steps"  # a ReAct agent used all its steps
+    MAX_TURNS = "max_turns"  # a function-calling agent used all its turns
+    TIMEOUT = "timeout"  # the run's wall-time budget ran out
+    BUDGET = "budget"  # another limit ran out (``max_tokens``, ``max_tasks``)
+    CANCELLED = "cancelled"  # the caller cancelled the run
+    ERROR = "error"  # an error ended the run (``RunResult.error`` says which)
+
+
+class _ErrorSchema:
+    """How a recorded error is read back from JSON (a marker in the fields' annotations):
+    the record ``to_dict`` wrote (``type``, ``message`` and the error's fields) becomes the
+    :class:`~dagcall.DagcallError` subclass it names (see :func:`revive_error`)."""
+
+    def __init__(self, optional: bool) -> None:
+        self.optional = optional
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> CoreSchema:
+        from pydantic_core import core_schema
+
+        revive = revive_error
+        if self.optional:
+
+            def revive(value: Any) -> DagcallError | None:  # type: ignore[misc]
+                return None if value is None else revive_error(value)
+
+        return core_schema.no_info_plain_validator_function(revive)
+
+    def __get_pydantic_json_schema__(
+        self, schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> dict[str, Any]:
+        record: dict[str, Any] = {
+            "type": "object",
+            "properties": {"type": {"type": "string"}, "message": {"type": "string"}},
+            "required": ["type", "message"],
+            "description": "An error: its class name, message and fields.",
+        }
+        return {"anyOf": [record, {"type": "null"}]} if self.optional else record
+
+
+#: A recorded error, read back from its JSON record.
+ErrorField = Annotated[DagcallError, _ErrorSchema(optional=False)]
+OptionalErrorField = Annotated[DagcallError | None, _ErrorSchema(optional=True)]
+
+
+_ADAPTERS: dict[type, TypeAdapter[Any]] = {}
+
+
+def _adapter(kind: type) -> TypeAdapter[Any]:
+    """The pydantic adapter of a record class (built on first use: pydantic is imported only
+    when a record is read back)."""
+    adapter = _ADAPTERS.get(kind)
+    if adapter is None:
+        from pydantic import TypeAdapter
+
+        adapter = _ADAPTERS[kind] = TypeAdapter(kind)
+    return adapter
+
+
+class _Schema:
+    """Loading a record from JSON (the schema of the dataclass, through pydantic)."""
+
+    @classmethod
+    def model_validate(cls, data: Any) -> Self:
+        """A record from the data ``to_dict()`` gave (fields it does not know are ignored).
+        Raises :class:`~dagcall.UsageError` saying what does not fit."""
+        return cls._validated(lambda adapter: adapter.validate_python(data))
+
+    @classmethod
+    def model_validate_json(cls, text: str | bytes) -> Self:
+        """A record from the JSON ``to_json()`` wrote: ``RunResult.model_validate_json(
+        result.to_json())`` round-trips."""
+        return cls._validated(lambda adapter: adapter.validate_json(text))
+
+    @classmethod
+    def model_json_schema(cls) -> dict[str, Any]:
+        """The JSON Schema of what ``model_validate`` reads."""
+        schema: dict[str, Any] = _adapter(cls).json_schema()
+        return schema
+
+    @classmethod
+    def _validated(cls, validate: Callable[[TypeAdapter[Any]], Any]) -> Self:
+        from pydantic import ValidationError
+
+        try:
+            value = validate(_adapter(cls))
+        except ValidationError as exc:
+            problems = exc.errors(include_url=False, include_input=False)
+            first = problems[0] if problems else {"loc": (), "msg": str(exc)}
+            where = ".".join(str(part) for part in first["loc"]) or "the data"
+            raise UsageError(
+                f"not a valid {cls.__name__}: {len(problems)} problem(s); {where}: "
+                f"{safe_text(first['msg'], 300)}"
+            ) from None
+        if not isinstance(value, cls):
+            raise UsageError(f"not a valid {cls.__name__}")
+        return value
+
+
 @dataclass
-class TaskRecord:
+class TaskRecord(_Schema):
     """One task of a run.  Times are seconds since the run started."""
 
     id: int
@@ -75,7 +189,7 @@ class TaskRecord:
     status: TaskStatus = TaskStatus.WAITING
     resolved_args: dict[str, Any] | None = None
     output: Any = None
-    error: DagcallError | None = None
+    error: OptionalErrorField = None
     parsed_at: float = 0.0
     ready_at: float | None = None
     started_at: float | None = None
@@ -125,7 +239,7 @@ CallRole = Literal["planner", "joiner", "tool", "react"]
 
 
 @dataclass(frozen=True)
-class LLMCall:
+class LLMCall(_Schema):
     """One model call of a run.  Times are seconds since the run started."""
 
     role: CallRole
@@ -162,13 +276,13 @@ class LLMCall:
 
 
 @dataclass
-class Round:
+class Round(_Schema):
     """One plan → execute → join round."""
 
     index: int
     plan: str = ""
     task_ids: list[int] = field(default_factory=list)
-    errors: list[DagcallError] = field(default_factory=list)
+    errors: list[ErrorField] = field(default_factory=list)
     thought: str | None = None  # a planner thought after the last task
     joiner_output: str = ""
     decision: Literal["finish", "replan", ""] = ""
@@ -194,13 +308,18 @@ class Round:
 
 
 @dataclass
-class RunResult:
+class RunResult(_Schema):
     """The outcome of one question.
 
     ``answer`` is the final answer; ``rounds`` one entry per round; ``tasks`` every task of
-    every round in id order; ``usage`` every LLM call.  ``stop_reason`` is ``"finish"`` when
-    the joiner answered, ``"max_replans"`` when it still wanted to replan after the last
-    allowed round (its thought is then the answer), or the error kind of a partial result.
+    every round in id order; ``usage`` every LLM call.  ``stop_reason`` says why the run
+    ended (a :class:`StopReason`): ``finish`` when the joiner answered, ``max_replans`` when
+    it still wanted to replan after the last allowed round (its thought is then the answer),
+    or ``timeout``, ``budget``, ``cancelled`` or ``error`` for a partial result, whose
+    ``error`` is the error that ended it.
+
+    ``to_json()`` writes it as strict JSON and ``RunResult.model_validate_json(text)`` reads
+    it back (recorded errors become the error classes they were).
     """
 
     question: str
@@ -209,7 +328,8 @@ class RunResult:
     tasks: list[TaskRecord] = field(default_factory=list)
     usage: list[LLMCall] = field(default_factory=list)
     wall_time: float = 0.0
-    stop_reason: str = ""
+    stop_reason: StopReason = StopReason.RUNNING
+    error: OptionalErrorField = None
 
     @property
     def input_tokens(self) -> int:
@@ -241,7 +361,8 @@ class RunResult:
             {
                 "question": self.question,
                 "answer": self.answer,
-                "stop_reason": self.stop_reason,
+                "stop_reason": _status_value(self.stop_reason),
+                "error": None if self.error is None else _error_dict(self.error),
                 "wall_time": self.wall_time,
                 "input_tokens": _guard(lambda: self.input_tokens),
                 "output_tokens": _guard(lambda: self.output_tokens),
@@ -424,13 +545,100 @@ def _message(error: object) -> Any:
         return _placeholder(error)
 
 
+#: The fields of dagcall's errors that their JSON records keep, with their defaults.
+_ERROR_FIELDS: dict[str, Any] = {
+    "tool": "",
+    "task_id": None,
+    "line": "",
+    "model": "",
+    "status_code": 0,
+    "limit": "",
+    "value": None,
+}
+
+
 def _error_dict(error: object) -> dict[str, Any]:
-    return {"type": _type_name(error), "message": safe_text(_message(error), None)}
+    """An error's JSON record: its class name, message, and the fields dagcall's errors
+    have (``tool``, ``task_id``, ``line``, ``model``, ``status_code``, ``limit``, ``value``);
+    ``kind`` names the nearest class of dagcall's tree when ``type`` is not one of them."""
+    record: dict[str, Any] = {
+        "type": _type_name(error),
+        "message": safe_text(_message(error), None),
+    }
+    kind = _dagcall_kind(error)
+    if kind is not None and kind.__name__ != record["type"]:
+        record["kind"] = kind.__name__
+    for name in _ERROR_FIELDS:
+        try:
+            if name in vars(error):
+                record[name] = json_safe(vars(error)[name], max_chars=10_000)
+        except BaseException as exc:
+            _absorb(exc)
+    return record
+
+
+def _dagcall_kind(error: object) -> type[DagcallError] | None:
+    try:
+        for kind in type(error).__mro__:
+            if getattr(kind, "__module__", None) == _errors.__name__:
+                return kind
+    except BaseException as exc:
+        _absorb(exc)
+    return None
+
+
+def revive_error(record: object) -> DagcallError:
+    """The error a JSON record (from ``to_dict``) describes, as the class it names: one of
+    dagcall's own by its ``type``; any other name becomes a subclass of that name of the
+    record's ``kind`` (or of :class:`~dagcall.DagcallError`), so that it reads the same.
+    An error given as it is is returned as it is; any other value becomes a
+    ``DagcallError`` holding its text."""
+    if isinstance(record, DagcallError):
+        return record
+    if not isinstance(record, collections.abc.Mapping):
+        return DagcallError(safe_text(record, 10_000))
+    name = record.get("type")
+    kind = record.get("kind")
+    cls = _revived_class(
+        name if isinstance(name, str) else "DagcallError",
+        kind if isinstance(kind, str) else "",
+    )
+    message = record.get("message")
+    error = cls.__new__(cls)
+    DagcallError.__init__(error, message if isinstance(message, str) else safe_text(message))
+    for field_name, default in _ERROR_FIELDS.items():
+        if field_name in record:
+            setattr(error, field_name, record[field_name])
+        elif any(field_name in _FIELDS_OF.get(k.__name__, ()) for k in cls.__mro__):
+            setattr(error, field_name, default)
+    return error
+
+
+#: Which error classes have which fields (their subclasses have them too).
+_FIELDS_OF = {
+    "PlanError": ("line", "task_id"),
+    "ToolError": ("tool", "task_id"),
+    "ModelError": ("model",),
+    "ModelHTTPError": ("status_code",),
+    "BudgetError": ("limit", "value"),
+}
+
+
+@functools.lru_cache(maxsize=256)
+def _revived_class(name: str, kind: str) -> type[DagcallError]:
+    own = getattr(_errors, name, None)
+    if isinstance(own, type) and issubclass(own, DagcallError):
+        return own
+    base = getattr(_errors, kind, None)
+    if not (isinstance(base, type) and issubclass(base, DagcallError)):
+        base = DagcallError
+    name = _clean(name[:200]) or "DagcallError"
+    return type(name, (base,), {"__module__": "dagcall.revived", "__qualname__": name})
 
 
 def _status_value(status: object) -> Any:
     try:
-        return status.value if isinstance(status, TaskStatus) else status
+        return status.value if isinstance(status, StrEnum) else status
     except BaseException as exc:
         _absorb(exc)
         return status

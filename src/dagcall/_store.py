@@ -30,7 +30,7 @@ import sqlite3
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -41,6 +41,7 @@ from typing import Any
 import platformdirs
 
 from ._errors import UsageError
+from ._records import read_run
 from ._result import RunResult, observation_text
 
 __all__ = [
@@ -48,8 +49,8 @@ __all__ = [
     "RunNotFoundError",
     "RunStore",
     "RunSummary",
+    "StoredRun",
     "default_path",
-    "tidy_run",
 ]
 
 SCHEMA_VERSION = 1
@@ -153,6 +154,31 @@ class RunListing:
     runs: list[RunSummary] = field(default_factory=list)
     unreadable: int | None = 0
     damage: str | None = None
+
+
+@dataclass
+class StoredRun(RunResult):
+    """A saved run read back: the :class:`~dagcall.RunResult` as it was saved, its ``id``,
+    when it was saved (``created_at``, ISO 8601 UTC), the models that ran it, and
+    ``repairs``: what of a damaged record had to be replaced or dropped to read it (empty
+    for a sound one)."""
+
+    id: str = ""
+    created_at: str = ""
+    planner: str = ""
+    joiner: str = ""
+    repairs: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = super().to_dict()
+        data.update(
+            id=self.id,
+            created_at=self.created_at,
+            planner=self.planner,
+            joiner=self.joiner,
+            repairs=list(self.repairs),
+        )
+        return data
 
 
 def default_path() -> Path:
@@ -681,8 +707,11 @@ class RunStore:
                 continue
         return found
 
-    def load(self, run_id: str) -> dict[str, Any]:
-        """A saved run as the dict :meth:`RunResult.to_dict` gave, plus ``id`` and models."""
+    def load(self, run_id: str) -> StoredRun:
+        """A saved run (a unique prefix of its id is enough), typed as it was saved; a run
+        whose record is damaged is read as far as it can be (``repairs`` says what was
+        not).  Raises :class:`RunNotFoundError` when no run has that id, and
+        :class:`~dagcall.UsageError` when its JSON cannot be parsed at all."""
         full, rowid = self._resolve(run_id)
         with self._lock:
             try:
@@ -707,10 +736,15 @@ class RunStore:
                 f"run {full} in {self.path} cannot be read: its stored JSON is a "
                 f"{type(data).__name__}, not a run; the other runs are not affected"
             )
-        data.update(
-            id=full, created_at=_as_text(row[2]), planner=_as_text(row[3]), joiner=_as_text(row[4])
-        )
-        return data
+        for name in ("id", "created_at", "planner", "joiner", "repairs"):
+            data.pop(name, None)  # the columns say these
+        run, repairs = read_run(data, StoredRun)
+        run.id = full
+        run.created_at = _as_text(row[2])
+        run.planner = _as_text(row[3])
+        run.joiner = _as_text(row[4])
+        run.repairs = repairs
+        return run
 
     def _resolve(self, run_id: str) -> tuple[str, int]:
         """The full id and row id of the run ``run_id`` (a unique prefix) names."""
@@ -812,141 +846,3 @@ def _error_text(error: object) -> str | None:
 def _short(text: str, width: int = 200) -> str:
     text = " ".join(text.split())
     return text if len(text) <= width else text[: width - 1] + "…"
-
-
-# -- a run read back, made safe to show -------------------------------------------------------
-
-
-def tidy_run(run: object) -> dict[str, Any]:
-    """A run (``RunResult.to_dict()`` or a stored run, however damaged) with every field that
-    ``dagcall show``, the Mermaid graph and the timeline read present and of its type.
-
-    Text fields are ``str``; times are finite ``float`` (``None`` where optional); counts are
-    ``int``; ids are hashable (``int`` as they were, anything unhashable as its JSON text);
-    ``rounds``, ``tasks``, ``usage``, ``deps``, ``task_ids`` and ``errors`` are lists of these.
-    Fields it does not know are kept as they are.
-    """
-    src: Mapping[str, Any] = run if isinstance(run, Mapping) else {}
-    out: dict[str, Any] = {str(k): v for k, v in src.items()}
-    out["question"] = _text_of(src.get("question"))
-    out["answer"] = _text_of(src.get("answer"))
-    out["stop_reason"] = _text_of(src.get("stop_reason"))
-    tasks = [_tidy_task(t, i) for i, t in enumerate(_list_of(src.get("tasks")))]
-    usage = [_tidy_call(c) for c in _list_of(src.get("usage"))]
-    ends = [t["ended_at"] for t in tasks if t["ended_at"] is not None]
-    ends += [c["ended_at"] for c in usage]
-    wall = _time_of(src.get("wall_time"))
-    out["wall_time"] = wall if wall is not None else max([0.0, *ends])
-    out["rounds"] = [_tidy_round(r, i) for i, r in enumerate(_list_of(src.get("rounds")))]
-    out["tasks"] = tasks
-    out["usage"] = usage
-    return out
-
-
-def _list_of(value: object) -> list[Any]:
-    return list(value) if isinstance(value, list | tuple) else []
-
-
-def _map_of(value: object) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _text_of(value: object) -> str:
-    if isinstance(value, str):
-        return str(value)
-    if value is None:
-        return ""
-    return observation_text(value, 10_000)
-
-
-def _time_of(value: object) -> float | None:
-    """A finite number of seconds, or ``None``."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    try:
-        number = float(value)
-    except OverflowError:
-        return None
-    return number if math.isfinite(number) else None
-
-
-def _int_of(value: object, default: int) -> int:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return int(value)
-    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
-        return int(value)
-    return default
-
-
-def _key_of(value: object) -> Any:
-    """An id usable as a dict key and printable: ints, strings and other scalars as they are
-    (ints too long to print as text in hexadecimal), anything else as its JSON text."""
-    if isinstance(value, bool) or value is None:
-        return value
-    if isinstance(value, int):
-        number = int(value)
-        return number if number.bit_length() < 13_000 else f"{number:#x}"
-    if isinstance(value, float):
-        return float(value)
-    if isinstance(value, str):
-        return str(value)
-    return observation_text(value, 200)
-
-
-def _error_of(value: object) -> dict[str, str] | None:
-    if value is None:
-        return None
-    if isinstance(value, Mapping):
-        return {"type": _text_of(value.get("type")), "message": _text_of(value.get("message"))}
-    return {"type": "", "message": _text_of(value)}
-
-
-def _tidy_task(value: object, position: int) -> dict[str, Any]:
-    src = _map_of(value)
-    task: dict[str, Any] = {str(k): v for k, v in src.items()}
-    task["id"] = _key_of(src.get("id", f"?{position + 1}"))
-    for name in ("tool", "call", "status"):
-        task[name] = _text_of(src.get(name))
-    task["round"] = _int_of(src.get("round"), 0)
-    task["deps"] = [_key_of(d) for d in _list_of(src.get("deps"))]
-    task["error"] = _error_of(src.get("error"))
-    task["parsed_at"] = _time_of(src.get("parsed_at")) or 0.0
-    for name in ("ready_at", "started_at", "ended_at"):
-        task[name] = _time_of(src.get(name))
-    task.setdefault("output", None)
-    return task
-
-
-def _tidy_call(value: object) -> dict[str, Any]:
-    src = _map_of(value)
-    call: dict[str, Any] = {str(k): v for k, v in src.items()}
-    call["role"] = _text_of(src.get("role"))
-    call["model"] = _text_of(src.get("model"))
-    call["round"] = _int_of(src.get("round"), 0)
-    call["input_tokens"] = _int_of(src.get("input_tokens"), 0)
-    call["output_tokens"] = _int_of(src.get("output_tokens"), 0)
-    start = _time_of(src.get("started_at")) or 0.0
-    end = _time_of(src.get("ended_at"))
-    call["started_at"] = start
-    call["ended_at"] = end if end is not None else start
-    latency = _time_of(src.get("latency"))
-    call["latency"] = latency if latency is not None else call["ended_at"] - start
-    call["time_to_first_token"] = _time_of(src.get("time_to_first_token"))
-    call["estimated"] = (
-        bool(src.get("estimated")) if isinstance(src.get("estimated"), bool) else False
-    )
-    task_id = src.get("task_id")
-    call["task_id"] = None if task_id is None else _key_of(task_id)
-    return call
-
-
-def _tidy_round(value: object, position: int) -> dict[str, Any]:
-    src = _map_of(value)
-    rnd: dict[str, Any] = {str(k): v for k, v in src.items()}
-    rnd["index"] = _int_of(src.get("index"), position)
-    rnd["plan"] = _text_of(src.get("plan"))
-    rnd["task_ids"] = [_key_of(i) for i in _list_of(src.get("task_ids"))]
-    rnd["errors"] = [e for e in map(_error_of, _list_of(src.get("errors"))) if e is not None]
-    rnd["joiner_output"] = _text_of(src.get("joiner_output"))
-    rnd["decision"] = _text_of(src.get("decision"))
-    return rnd

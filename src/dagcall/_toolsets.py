@@ -30,6 +30,7 @@ from ._tools import (
     _run_as_task,
     _safe_text,
     _tool_name,
+    schema_signature,
 )
 
 __all__ = ["DelegatingTool", "SchemaTool", "Toolbox", "Toolset", "as_tool"]
@@ -97,7 +98,7 @@ class SchemaTool(BaseTool):
         self._names = list(properties)
         extra = self._schema.get("additionalProperties", False)
         self._extra_allowed = extra is not False
-        self._head = _signature_text(self.name, self._schema, self._output)
+        self._head = schema_signature(self.name, self._schema, self._output)
         notes = [
             f"  {n}: {' '.join(p['description'].split())}"
             for n, p in properties.items()
@@ -207,60 +208,6 @@ def _object_schema(name: str, schema: object) -> dict[str, Any]:
 
 
 # -- rendering a JSON Schema as a Python-like signature ------------------------------------
-
-_TYPE_TEXT = {
-    "string": "str",
-    "integer": "int",
-    "number": "float",
-    "boolean": "bool",
-    "null": "None",
-    "object": "dict",
-    "array": "list",
-}
-
-
-def _python_literal(value: object) -> str:
-    return _safe_text(value, 200, use_repr=True)
-
-
-def _type_text(schema: object) -> str:
-    """A JSON Schema as a Python annotation: ``int``, ``list[str]``, ``Literal['a', 'b']``."""
-    if schema is True or not isinstance(schema, dict) or not schema:
-        return "Any"
-    if "const" in schema:
-        return f"Literal[{_python_literal(schema['const'])}]"
-    if isinstance(schema.get("enum"), list) and schema["enum"]:
-        return "Literal[" + ", ".join(_python_literal(v) for v in schema["enum"]) + "]"
-    if isinstance(schema.get("$ref"), str):
-        return schema["$ref"].rsplit("/", 1)[-1] or "Any"
-    for key in ("anyOf", "oneOf"):
-        if isinstance(schema.get(key), list) and schema[key]:
-            return " | ".join(dict.fromkeys(_type_text(s) for s in schema[key]))
-    kind = schema.get("type")
-    if isinstance(kind, list) and kind:
-        return " | ".join(dict.fromkeys(_type_text({**schema, "type": k}) for k in kind))
-    if kind == "array":
-        items = schema.get("items")
-        return f"list[{_type_text(items)}]" if isinstance(items, dict) and items else "list"
-    if kind == "object":
-        extra = schema.get("additionalProperties")
-        if isinstance(extra, dict) and extra:
-            return f"dict[str, {_type_text(extra)}]"
-        return "dict"
-    return _TYPE_TEXT.get(kind, "Any") if isinstance(kind, str) else "Any"
-
-
-def _signature_text(name: str, schema: dict[str, Any], output: dict[str, Any] | None) -> str:
-    params = []
-    for prop, sub in schema.get("properties", {}).items():
-        text = f"{prop}: {_type_text(sub)}"
-        if isinstance(sub, dict) and "default" in sub:
-            text += f" = {_python_literal(sub['default'])}"
-        params.append(text)
-    head = f"{name}({', '.join(params)})"
-    if output is not None:
-        head += f" -> {_type_text(output)}"
-    return head
 
 
 class DelegatingTool(BaseTool):

@@ -34,9 +34,9 @@ def test_bench_with_the_real_local_model(gguf_path: Path) -> None:
         assert record.run is not None
         assert record.llm_calls >= 2  # a call for the tools, one for the answer
         assert record.answer
-        searched = [t for t in record.run["tasks"] if t["tool"] == "search"]
+        searched = [t for t in record.run.tasks if t.tool == "search"]
         assert searched
-        assert all(t["status"] == "done" for t in searched)
+        assert all(t.status == "done" for t in searched)
         assert record.cost == 0.0  # a local model costs nothing per token
     dagcall = outcome.records[1]
     assert dagcall.bound is not None

@@ -13,16 +13,17 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from .._budget import Meter
 from .._context import measured_call
-from .._errors import DagcallError, UnknownToolError, UsageError
+from .._errors import UnknownToolError, UsageError
+from .._executor import Executor
 from .._plan import TaskSpec
 from .._prompts import observation_element, render, template
-from .._result import Round, RunResult
-from .._scheduler import Scheduler
+from .._result import Round, RunResult, StopReason
+from .._run import EventHandler, RunLimits, RunScope, drive
 from .._tools import Approver, BaseTool
 from .._toolsets import as_tool
 from ..models import Message, Model, complete, complete_with_tools, resolve_model
@@ -63,8 +64,12 @@ class ParallelFunctionCallingAgent:
         tools: Iterable[BaseTool | Callable[..., Any]] = (),
         *,
         max_turns: int = 8,
+        timeout: float | None = None,
         tool_timeout: float | None = 60.0,
+        max_concurrency: int | None = None,
+        max_tokens: int | None = None,
         approve: Approver | None = None,
+        executor: Executor | None = None,
         examples: str = "",
         native: bool | None = None,
     ) -> None:
@@ -73,8 +78,14 @@ class ParallelFunctionCallingAgent:
         self.model = resolve_model(model)
         self.tools = {t.name: t for t in map(as_tool, tools)}
         self.max_turns = max_turns
-        self.tool_timeout = tool_timeout
-        self.approve = approve
+        self.limits = RunLimits(
+            timeout=timeout,
+            tool_timeout=tool_timeout,
+            max_concurrency=max_concurrency,
+            max_tokens=max_tokens,
+            approve=approve,
+            executor=executor,
+        )
         self.native = self.model.supports_tools if native is None else native
         if self.native and not self.model.supports_tools:
             raise UsageError(f"{self.model.name} has no native tool calls; leave native unset")
@@ -93,99 +104,117 @@ class ParallelFunctionCallingAgent:
             )
             self.system = render(template("parallel_system.md"), tools=listing, examples=extra)
 
-    def run(self, question: str) -> RunResult:
+    def run(self, question: str, *, timeout: float | None = None) -> RunResult:
         """Synchronous :meth:`arun`."""
-        return asyncio.run(self.arun(question))
+        return asyncio.run(self.arun(question, timeout=timeout))
 
-    async def arun(self, question: str) -> RunResult:
+    async def arun(
+        self,
+        question: str,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - a run budget, not a call's timeout
+        on_event: EventHandler | None = None,
+    ) -> RunResult:
         """Answer ``question``; errors carry the partial result as ``.result``."""
-        t0 = time.perf_counter()
-        result = RunResult(question=question)
-        scheduler = Scheduler(
-            self.tools,
-            t0=t0,
-            tool_timeout=self.tool_timeout,
-            record_llm_call=result.usage.append,
-            approve=self.approve,
-        )
-        messages = [Message("system", self.system), Message("user", f"Question: {question}")]
+        budget = timeout if timeout is not None else self.limits.timeout
+        return await drive(_ParallelRun(self, question, on_event), budget)
+
+
+class _ParallelRun(RunScope):
+    def __init__(
+        self, agent: ParallelFunctionCallingAgent, question: str, on_event: EventHandler | None
+    ) -> None:
+        super().__init__(question, agent.tools, agent.limits, on_event)
+        self.agent = agent
+
+    async def body(self) -> None:
+        agent, result = self.agent, self.result
+        messages = [
+            Message("system", agent.system),
+            Message("user", f"Question: {result.question}"),
+        ]
         next_id = 1
-        try:
-            for turn in range(self.max_turns):
-                rnd = Round(index=turn)
-                result.rounds.append(rnd)
-                started = time.perf_counter() - t0
-                if self.native:
-                    completion = await complete_with_tools(self.model, messages, self.specs)
-                else:
-                    completion = await complete(self.model, messages)
-                ended = time.perf_counter() - t0
-                result.usage.append(
-                    measured_call("planner", self.model, turn, messages, completion, started, ended)
-                )
-                text = completion.text.strip()
-                rnd.plan = text
-                if self.native:
-                    messages.append(Message("assistant", text, tool_calls=completion.tool_calls))
-                    calls: Any = [
-                        {"name": c.name, "arguments": c.arguments, "id": c.id}
-                        for c in completion.tool_calls
-                    ]
-                    if not calls:
-                        return self._finish(result, rnd, text)
-                else:
-                    messages.append(Message("assistant", text))
-                    reply = parse_tool_reply(text)
-                    if reply is None and "{" not in text and text:
-                        reply = {"answer": text}  # a plain-text answer
-                    if reply is not None and "answer" in reply and not reply.get("tool_calls"):
-                        return self._finish(result, rnd, str(reply["answer"]))
-                    calls = reply.get("tool_calls") if reply is not None else None
-                    if not isinstance(calls, list) or not calls:
-                        messages.append(
-                            Message(
-                                "user",
-                                'Reply with JSON only: {"tool_calls": [...]} or {"answer": "..."}.',
-                            )
-                        )
-                        continue
-                first = next_id
-                for call in calls:
-                    self._submit(scheduler, rnd, next_id, turn, call)
-                    next_id += 1
-                await scheduler.wait_idle()
-                rnd.decision = "replan"
-                done = [scheduler.records.get(first + k) for k in range(len(calls))]
-                if self.native:  # every call gets its answer, also one that could not run
-                    messages += [
+        for turn in range(agent.max_turns):
+            rnd = Round(index=turn)
+            self.round = turn
+            result.rounds.append(rnd)
+            self.emit("round_start")
+            started = self.now()
+            meter = self.budget.meter(messages, "planner")
+            if agent.native:
+                completion = await complete_with_tools(agent.model, messages, agent.specs)
+            else:
+                completion = await complete(agent.model, messages, on_text=self._streamed(meter))
+            ended = self.now()
+            self.add_call(
+                measured_call("planner", agent.model, turn, messages, completion, started, ended)
+            )
+            self.budget.check()
+            text = completion.text.strip()
+            rnd.plan = text
+            if agent.native:
+                messages.append(Message("assistant", text, tool_calls=completion.tool_calls))
+                calls: Any = [
+                    {"name": c.name, "arguments": c.arguments, "id": c.id}
+                    for c in completion.tool_calls
+                ]
+                if not calls:
+                    return self._finish(rnd, text)
+            else:
+                messages.append(Message("assistant", text))
+                reply = parse_tool_reply(text)
+                if reply is None and "{" not in text and text:
+                    reply = {"answer": text}  # a plain-text answer
+                if reply is not None and "answer" in reply and not reply.get("tool_calls"):
+                    return self._finish(rnd, str(reply["answer"]))
+                calls = reply.get("tool_calls") if reply is not None else None
+                if not isinstance(calls, list) or not calls:
+                    messages.append(
                         Message(
-                            "tool",
-                            record.observation if record else "(not run)",
-                            tool_call_id=str(call.get("id")),
+                            "user",
+                            'Reply with JSON only: {"tool_calls": [...]} or {"answer": "..."}.',
                         )
-                        for record, call in zip(done, calls, strict=True)
-                    ]
-                else:
-                    results = "\n".join(observation_element(r) for r in done if r is not None)
-                    messages.append(Message("user", f"Tool results:\n{results}"))
-            result.stop_reason = "max_turns"
-            return result
-        except DagcallError as exc:
-            exc.result = result
-            raise
-        finally:
-            await scheduler.cancel_all()
-            result.tasks = [scheduler.records[i] for i in sorted(scheduler.records)]
-            result.wall_time = time.perf_counter() - t0
+                    )
+                    self.emit("round_end")
+                    continue
+            first = next_id
+            for call in calls:
+                self._submit(rnd, next_id, turn, call)
+                next_id += 1
+            await self.wait_for_tasks()
+            self.budget.check()
+            rnd.decision = "replan"
+            self.emit("round_end")
+            done = [self.scheduler.records.get(first + k) for k in range(len(calls))]
+            if agent.native:  # every call gets its answer, also one that could not run
+                messages += [
+                    Message(
+                        "tool",
+                        record.observation if record else "(not run)",
+                        tool_call_id=str(call.get("id")),
+                    )
+                    for record, call in zip(done, calls, strict=True)
+                ]
+            else:
+                results = "\n".join(observation_element(r) for r in done if r is not None)
+                messages.append(Message("user", f"Tool results:\n{results}"))
+        result.stop_reason = StopReason.MAX_TURNS
 
-    @staticmethod
-    def _finish(result: RunResult, rnd: Round, answer: str) -> RunResult:
-        result.answer = answer.strip()
-        result.stop_reason = "finish"
-        rnd.decision, rnd.answer = "finish", result.answer
-        return result
+    def _streamed(self, meter: Meter) -> Callable[[str], None]:
+        def on_text(text: str) -> None:
+            meter(text)
+            self.emit("plan_text", text=text)
 
-    def _submit(self, scheduler: Scheduler, rnd: Round, task_id: int, turn: int, call: Any) -> None:
+        return on_text
+
+    def _finish(self, rnd: Round, answer: str) -> None:
+        self.result.answer = answer.strip()
+        self.result.stop_reason = StopReason.FINISH
+        rnd.decision, rnd.answer = "finish", self.result.answer
+        self.emit("round_end")
+
+    def _submit(self, rnd: Round, task_id: int, turn: int, call: Any) -> None:
+        scheduler, tools = self.scheduler, self.agent.tools
         name = call.get("name") if isinstance(call, dict) else None
         arguments = call.get("arguments", {}) if isinstance(call, dict) else {}
         if isinstance(arguments, str):  # OpenAI sends arguments as a JSON string
@@ -197,14 +226,16 @@ class ParallelFunctionCallingAgent:
             arguments = {"_": arguments}
         text = f"{name}({json.dumps(arguments, ensure_ascii=False)})"
         rnd.task_ids.append(task_id)
-        if not isinstance(name, str) or name not in self.tools:
+        if not isinstance(name, str) or name not in tools:
             error = UnknownToolError(
-                f"unknown tool {name!r}; the tools are {', '.join(self.tools)}",
+                f"unknown tool {name!r}; the tools are {', '.join(tools)}",
                 line=text,
                 task_id=task_id,
             )
             rnd.errors.append(error)
-            scheduler.reject(error, turn)
+            record = scheduler.reject(error, turn)
+            if record is not None:
+                self.result.tasks.append(record)
             return
         spec = TaskSpec(
             id=task_id,
@@ -215,4 +246,4 @@ class ParallelFunctionCallingAgent:
             call=text,
             raw_kwargs=dict(arguments),
         )
-        scheduler.submit(spec, turn)
+        self.result.tasks.append(scheduler.submit(spec, turn))

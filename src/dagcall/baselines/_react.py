@@ -11,17 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from .._budget import Meter
 from .._context import measured_call
-from .._errors import DagcallError, PlanError, UsageError
+from .._errors import PlanError, UsageError
+from .._executor import Executor
 from .._joiner import parse_joiner
 from .._plan import PlanParser, TaskSpec
 from .._prompts import render, template
-from .._result import Round, RunResult
-from .._scheduler import Scheduler
+from .._result import Round, RunResult, StopReason
+from .._run import EventHandler, RunLimits, RunScope, drive
 from .._tools import Approver, BaseTool
 from .._toolsets import as_tool
 from ..models import Message, Model, complete, resolve_model
@@ -37,8 +38,9 @@ class ReActAgent:
     """Answers a question by alternating model steps and single tool calls.
 
     ``max_steps`` bounds the model calls; when it is spent the last thought is the answer
-    (``stop_reason="max_steps"``).  Tools, timeouts and approvals behave as in
-    :class:`~dagcall.Compiler`.
+    (``stop_reason="max_steps"``).  Tools, approvals and the run's limits (``timeout``,
+    ``tool_timeout``, ``max_tokens``, ``executor``) behave as in :class:`~dagcall.Compiler`,
+    and ``arun(on_event=...)`` reports the same events (the model's text as ``plan_text``).
     """
 
     def __init__(
@@ -47,8 +49,11 @@ class ReActAgent:
         tools: Iterable[BaseTool | Callable[..., Any]] = (),
         *,
         max_steps: int = 10,
+        timeout: float | None = None,
         tool_timeout: float | None = 60.0,
+        max_tokens: int | None = None,
         approve: Approver | None = None,
+        executor: Executor | None = None,
         examples: str = "",
     ) -> None:
         if max_steps < 1:
@@ -56,83 +61,107 @@ class ReActAgent:
         self.model = resolve_model(model)
         self.tools = {t.name: t for t in map(as_tool, tools)}
         self.max_steps = max_steps
-        self.tool_timeout = tool_timeout
-        self.approve = approve
+        self.limits = RunLimits(
+            timeout=timeout,
+            tool_timeout=tool_timeout,
+            max_tokens=max_tokens,
+            approve=approve,
+            executor=executor,
+        )
         listing = "\n\n".join(t.render() for t in self.tools.values())
         extra = "\n" + examples.strip() + "\n" if examples.strip() else ""
         self.system = render(template("react_system.md"), tools=listing, examples=extra)
 
-    def run(self, question: str) -> RunResult:
+    def run(self, question: str, *, timeout: float | None = None) -> RunResult:
         """Synchronous :meth:`arun`."""
-        return asyncio.run(self.arun(question))
+        return asyncio.run(self.arun(question, timeout=timeout))
 
-    async def arun(self, question: str) -> RunResult:
+    async def arun(
+        self,
+        question: str,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - a run budget, not a call's timeout
+        on_event: EventHandler | None = None,
+    ) -> RunResult:
         """Answer ``question``; errors carry the partial result as ``.result``."""
-        t0 = time.perf_counter()
-        result = RunResult(question=question)
-        rnd = Round(index=0)
-        result.rounds.append(rnd)
-        scheduler = Scheduler(
-            self.tools,
-            t0=t0,
-            tool_timeout=self.tool_timeout,
-            record_llm_call=result.usage.append,
-            approve=self.approve,
-        )
-        transcript = ""
+        budget = timeout if timeout is not None else self.limits.timeout
+        return await drive(_ReActRun(self, question, on_event), budget)
+
+
+class _ReActRun(RunScope):
+    def __init__(self, agent: ReActAgent, question: str, on_event: EventHandler | None) -> None:
+        super().__init__(question, agent.tools, agent.limits, on_event)
+        self.agent = agent
+        self.rnd = Round(index=0)
+        self.result.rounds.append(self.rnd)
+        self.transcript = ""
+
+    async def body(self) -> None:
+        agent, result, rnd = self.agent, self.result, self.rnd
+        self.emit("round_start")
         try:
-            for step in range(1, self.max_steps + 1):
+            for step in range(1, agent.max_steps + 1):
                 messages = [
-                    Message("system", self.system),
-                    Message("user", f"Question: {question}\n{transcript}".rstrip()),
+                    Message("system", agent.system),
+                    Message("user", f"Question: {result.question}\n{self.transcript}".rstrip()),
                 ]
-                started = time.perf_counter() - t0
-                completion = await complete(self.model, messages, stop=_STOP)
-                ended = time.perf_counter() - t0
-                result.usage.append(
-                    measured_call("react", self.model, 0, messages, completion, started, ended)
+                started = self.now()
+                completion = await complete(
+                    agent.model,
+                    messages,
+                    stop=_STOP,
+                    on_text=self._streamed(self.budget.meter(messages, "react")),
                 )
+                ended = self.now()
+                self.add_call(
+                    measured_call("react", agent.model, 0, messages, completion, started, ended)
+                )
+                self.budget.check()
                 text = completion.text.strip()
-                transcript += text + "\n"
+                self.transcript += text + "\n"
                 action = _ACTION.search(text)
                 call = action.group(1).strip() if action else ""
                 if not call or re.match(r"finish\s*\(", call, re.I) or not action:
                     decision = parse_joiner(text)
                     result.answer = decision.text
-                    result.stop_reason = "finish"
-                    rnd.answer = decision.text
-                    return result
-                observation = await self._act(scheduler, result, rnd, step, call)
-                transcript += f"Observation: {observation}\n"
-            thoughts = _THOUGHT.findall(transcript)
+                    result.stop_reason = StopReason.FINISH
+                    rnd.decision, rnd.answer = "finish", decision.text
+                    self.emit("round_end")
+                    return
+                observation = await self._act(step, call)
+                self.budget.check()
+                self.transcript += f"Observation: {observation}\n"
+            thoughts = _THOUGHT.findall(self.transcript)
             result.answer = thoughts[-1].strip() if thoughts else ""
-            result.stop_reason = "max_steps"
-            return result
-        except DagcallError as exc:
-            exc.result = result
-            raise
+            result.stop_reason = StopReason.MAX_STEPS
+            self.emit("round_end")
         finally:
-            await scheduler.cancel_all()
-            rnd.plan = transcript
-            result.tasks = [scheduler.records[i] for i in sorted(scheduler.records)]
-            result.wall_time = time.perf_counter() - t0
+            rnd.plan = self.transcript
 
-    async def _act(
-        self, scheduler: Scheduler, result: RunResult, rnd: Round, step: int, call: str
-    ) -> str:
+    def _streamed(self, meter: Meter) -> Callable[[str], None]:
+        def on_text(text: str) -> None:
+            meter(text)
+            self.emit("plan_text", text=text)
+
+        return on_text
+
+    async def _act(self, step: int, call: str) -> str:
         """Run one action as task ``step`` and return its observation."""
-        parser = PlanParser(self.tools, prior_ids=scheduler.records)
+        scheduler, rnd = self.scheduler, self.rnd
+        parser = PlanParser(self.agent.tools, prior_ids=scheduler.records)
         items = parser.feed(f"{step}. {call}\n") + parser.close()
         for item in items:
+            self.budget.count_line(f"task {item.id}" if isinstance(item, TaskSpec) else "a line")
             if isinstance(item, TaskSpec):
                 rnd.task_ids.append(item.id)
-                scheduler.submit(item, 0)
+                self.result.tasks.append(scheduler.submit(item, 0))
             elif isinstance(item, PlanError):
                 rnd.errors.append(item)
                 record = scheduler.reject(item, 0)
                 if record is not None:
                     rnd.task_ids.append(record.id)
-        await scheduler.wait_idle()
+                    self.result.tasks.append(record)
+        await self.wait_for_tasks()
         record = scheduler.records.get(step)
         if record is None:
             return 'the action was not a tool call like tool("text"); write one call'

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .._errors import DagcallError
+from dagcall import DagcallError, RunResult
+
 from ._game24 import (
     Game24Session,
     dagcall_compiler,
@@ -176,15 +177,15 @@ def report_markdown(outcome: BenchOutcome) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _gantt_runs(outcome: BenchOutcome) -> tuple[str, list[tuple[str, dict[str, Any]]]] | None:
+def _gantt_runs(outcome: BenchOutcome) -> tuple[str, list[tuple[str, RunResult]]] | None:
     """The first question every system answered without error, for the Gantt chart."""
     by_question: dict[tuple[str, str], dict[str, BenchRecord]] = {}
     for r in outcome.records:
         if r.workload != "game24":
             by_question.setdefault((r.workload, r.question_id), {})[r.system] = r
     for (workload, qid), systems in by_question.items():
-        if all(r.run and r.error is None and r.correct for r in systems.values()):
-            runs = [(f"{s}", r.run) for s, r in systems.items() if r.run]
+        if all(r.run is not None and r.error is None and r.correct for r in systems.values()):
+            runs = [(s, r.run) for s, r in systems.items() if r.run is not None]
             return f"{workload}/{qid}", runs
     return None
 

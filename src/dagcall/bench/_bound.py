@@ -8,35 +8,32 @@ run's wall time over this bound is dagcall's own scheduling overhead (1.00 is id
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from dagcall import RunResult
 
 __all__ = ["critical_path_bound"]
 
 
-def critical_path_bound(run: Mapping[str, Any]) -> float | None:
-    """The bound for a compiler run given as ``RunResult.to_dict()``; ``None`` if it has no
-    planner calls (not a compiler run)."""
-    usage = run["usage"]
-    tasks = run["tasks"]
-    rounds = sorted({c["round"] for c in usage if c["role"] == "planner"})
+def critical_path_bound(run: RunResult) -> float | None:
+    """The bound for a compiler run; ``None`` if it has no planner calls (not a compiler
+    run)."""
+    rounds = sorted({c.round for c in run.usage if c.role == "planner"})
     if not rounds:
         return None
     clock = 0.0  # the bound's time when the current round's planner starts
     for index in rounds:
-        planner = next(c for c in usage if c["role"] == "planner" and c["round"] == index)
-        shift = clock - planner["started_at"]
-        plan_end = planner["ended_at"] + shift
+        planner = next(c for c in run.usage if c.role == "planner" and c.round == index)
+        shift = clock - planner.started_at
+        plan_end = planner.ended_at + shift
         finish: dict[int, float] = {}
         last = plan_end
-        for task in sorted((t for t in tasks if t["round"] == index), key=lambda t: t["id"]):
-            if task["started_at"] is None or task["ended_at"] is None:
+        for task in sorted((t for t in run.tasks if t.round == index), key=lambda t: t.id):
+            if task.started_at is None or task.ended_at is None:
                 continue
-            start = task["parsed_at"] + shift
-            for dep in task["deps"]:
+            start = task.parsed_at + shift
+            for dep in task.deps:
                 start = max(start, finish.get(dep, 0.0))
-            finish[task["id"]] = start + (task["ended_at"] - task["started_at"])
-            last = max(last, finish[task["id"]])
-        joiners = [c for c in usage if c["role"] == "joiner" and c["round"] == index]
-        clock = last + sum(c["ended_at"] - c["started_at"] for c in joiners)
+            finish[task.id] = start + (task.ended_at - task.started_at)
+            last = max(last, finish[task.id])
+        joiners = [c for c in run.usage if c.role == "joiner" and c.round == index]
+        clock = last + sum(c.ended_at - c.started_at for c in joiners)
     return clock

@@ -18,7 +18,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .._errors import UsageError
+from dagcall import UsageError
 
 __all__ = [
     "WORKLOAD_FILES",

@@ -17,21 +17,24 @@ import itertools
 import operator
 import random
 import re
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
-from .._compiler import Compiler
-from .._context import call_model
-from .._errors import ToolArgumentError
-from .._plan import TaskSpec
-from .._result import Round, RunResult
-from .._scheduler import Scheduler
-from .._tools import Tool
-from ..models import Message, Model
-from ..tools import evaluate as evaluate_expression
+from dagcall import (
+    Compiler,
+    Round,
+    RunResult,
+    StopReason,
+    TaskSpec,
+    Tool,
+    ToolArgumentError,
+    call_model,
+)
+from dagcall.models import Message, Model
+from dagcall.scaffold import RunLimits, RunScope, drive
+from dagcall.tools import evaluate as evaluate_expression
 
 __all__ = [
     "Game24Session",
@@ -311,38 +314,39 @@ class Game24Session:
 
 async def run_tot_sequential(session: Game24Session) -> RunResult:
     """The original Tree-of-Thoughts: every propose and evaluate call one after another."""
-    t0 = time.perf_counter()
-    result = RunResult(question=f"Game of 24: {session.start}")
-    tools = {t.name: t for t in session.tools()}
-    scheduler = Scheduler(tools, t0=t0, record_llm_call=result.usage.append)
+    return await drive(_SequentialTreeOfThoughts(session), None)
 
-    async def run(rnd: Round, tool: str, kwargs: dict[str, Any], call: str) -> Any:
-        """Run one task to its end, alone; its output (``None`` if it failed)."""
-        task_id = len(scheduler.records) + 1
-        spec = TaskSpec(task_id, tool, (), kwargs, frozenset(), call, raw_kwargs=kwargs)
-        scheduler.submit(spec, rnd.index)
-        rnd.task_ids.append(task_id)
-        await scheduler.wait_idle()
-        return scheduler.records[task_id].output
 
-    try:
+class _SequentialTreeOfThoughts(RunScope):
+    def __init__(self, session: Game24Session) -> None:
+        tools = {t.name: t for t in session.tools()}
+        super().__init__(f"Game of 24: {session.start}", tools, RunLimits(), None)
+        self.session = session
+
+    async def body(self) -> None:
+        session = self.session
         for depth in range(DEPTH):
             rnd = Round(index=depth)
-            result.rounds.append(rnd)
+            self.round = depth
+            self.result.rounds.append(rnd)
             frontier = session.frontier()
             session.evaluations.append([])
             for state in frontier:
-                proposals = await run(rnd, "propose", {"state": state}, f'propose("{state}")')
+                proposals = await self.run(rnd, "propose", {"state": state}, f'propose("{state}")')
                 proposals = proposals or []
                 count = f"evaluate({len(proposals)} states)"
-                await run(rnd, "evaluate", {"states": proposals}, count)
-        result.answer = session.answer()
-        result.stop_reason = "finish"
-        return result
-    finally:
-        await scheduler.cancel_all()
-        result.tasks = [scheduler.records[i] for i in sorted(scheduler.records)]
-        result.wall_time = time.perf_counter() - t0
+                await self.run(rnd, "evaluate", {"states": proposals}, count)
+        self.result.answer = session.answer()
+        self.result.stop_reason = StopReason.FINISH
+
+    async def run(self, rnd: Round, tool: str, kwargs: dict[str, Any], call: str) -> Any:
+        """Run one task to its end, alone; its output (``None`` if it failed)."""
+        task_id = len(self.scheduler.records) + 1
+        spec = TaskSpec(task_id, tool, (), kwargs, frozenset(), call, raw_kwargs=kwargs)
+        self.scheduler.submit(spec, rnd.index)
+        rnd.task_ids.append(task_id)
+        await self.wait_for_tasks()
+        return self.scheduler.records[task_id].output
 
 
 def dagcall_compiler(session: Game24Session, planner: Model, joiner: Model) -> Compiler:

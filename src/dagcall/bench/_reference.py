@@ -14,9 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._compiler import Compiler
-from .._result import RunResult, TaskStatus, observation_text
-from .._tools import Tool
+from dagcall import Compiler, RunResult, TaskStatus, Tool, observation_text
+
 from ..models import Message, ScriptedModel
 from ..tools import math_tool
 from ._data import BenchDataError, BenchQuestion, KnowledgeBase

@@ -9,7 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .._plot import require_matplotlib
+from dagcall import RunResult
+from dagcall.viz import require_matplotlib
+
 from ._runner import BenchRecord
 
 __all__ = ["PAPER", "Summary", "markdown_table", "plot_gantt", "plot_latency", "summarize"]
@@ -156,18 +158,18 @@ def plot_latency(summaries: Sequence[Summary], path: Path) -> None:
     fig.savefig(path, format="png", dpi=110)
 
 
-def plot_gantt(runs: Sequence[tuple[str, Mapping[str, Any]]], path: Path, *, scale: float) -> None:
+def plot_gantt(runs: Sequence[tuple[str, RunResult]], path: Path, *, scale: float) -> None:
     """One question run by several systems, one panel each, on the same time axis."""
     require_matplotlib("benchmark plots", "bench")
     from matplotlib.figure import Figure
 
-    from .._plot import _bar_count, draw_timeline
+    from dagcall.viz import bar_count, draw_timeline
 
-    heights = [max(_bar_count(run), 2) for _, run in runs]
+    heights = [max(bar_count(run), 2) for _, run in runs]
     fig = Figure(figsize=(11, 0.32 * sum(heights) + 1.2 * len(runs)), layout="constrained")
     axes = fig.subplots(len(runs), 1, sharex=True, height_ratios=heights, squeeze=False)
     for i, (ax, (label, run)) in enumerate(zip(axes[:, 0], runs, strict=True)):
-        seconds = run["wall_time"] / scale
+        seconds = run.wall_time / scale
         draw_timeline(ax, run, title=f"{label}: {seconds:.2f} s", scale=scale, legend=i == 0)
     fig.savefig(path, format="png", dpi=110)
 

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .._errors import DagcallError
-from .._pricing import run_cost
-from .._result import RunResult
+from dagcall import DagcallError, RunResult
+from dagcall.pricing import run_cost
+
 from ..models import Model
 from ._bound import critical_path_bound
 from ._data import BenchDataError, BenchQuestion, load_workload
@@ -69,11 +69,13 @@ class BenchRecord:
     cost: float | None
     bound: float | None = None
     error: str | None = None
-    run: dict[str, Any] | None = None
+    run: RunResult | None = None
 
     def to_dict(self, *, with_run: bool = True) -> dict[str, Any]:
         data = dict(self.__dict__)
-        if not with_run:
+        if with_run and self.run is not None:
+            data["run"] = self.run.to_dict()
+        else:
             data.pop("run")
         return data
 
@@ -97,8 +99,7 @@ def record_of(
     """A :class:`BenchRecord` from a finished (or failed, partial) run."""
     if run is None:
         return BenchRecord(workload, qid, system, "", gold, False, 0.0, 0, 0, 0, 0.0, error=error)
-    data = run.to_dict()
-    bound = critical_path_bound(data) if system == "dagcall" else None
+    bound = critical_path_bound(run) if system == "dagcall" else None
     scale = config.scale
     return BenchRecord(
         workload=workload,
@@ -114,7 +115,7 @@ def record_of(
         cost=_cost(run, config),
         bound=bound / scale if bound is not None else None,
         error=error,
-        run=data,
+        run=run,
     )
 
 

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from .._tokens import _encoding
-from .._tools import BaseTool
-from .._toolsets import DelegatingTool
+from dagcall import BaseTool, DelegatingTool, UsageError
+from dagcall.tokens import encoding as cl100k
+
 from ..models import Message, Model, StopFilter, TokenUsage
 
 __all__ = ["PROFILES", "Profile", "SimulatedModel", "WebLatency", "with_latency"]
@@ -91,12 +91,12 @@ Responder = Callable[[list[Message]], str | Awaitable[str]]
 @lru_cache(maxsize=4096)
 def count_tokens(text: str) -> int:
     """tiktoken's ``cl100k_base`` count (cached: system prompts repeat on every call)."""
-    return len(_encoding().encode(text, disallowed_special=()))
+    return len(cl100k().encode(text, disallowed_special=()))
 
 
 def _chunks(text: str, max_tokens: int = 8) -> list[tuple[str, int]]:
     """``text`` cut at line ends and every ``max_tokens`` tokens: (piece, tokens in it)."""
-    encoding = _encoding()
+    encoding = cl100k()
     out: list[tuple[str, int]] = []
     for line in text.splitlines(keepends=True):
         tokens = encoding.encode(line, disallowed_special=())
@@ -104,6 +104,24 @@ def _chunks(text: str, max_tokens: int = 8) -> list[tuple[str, int]]:
             part = tokens[i : i + max_tokens]
             out.append((encoding.decode(part), len(part)))
     return out
+
+
+def simulated_model(profile: str) -> SimulatedModel:
+    """``resolve_model("simulated:PROFILE")`` (dagcall declares this provider as an entry
+    point): a simulated model with that latency profile (``gpt-3.5`` when none is named).  It
+    has no words of its own: ``dagcall bench`` gives it the reference answers of each
+    question, and asked anything else it says so."""
+    name = profile.strip() or "gpt-3.5"
+    if name not in PROFILES:
+        raise UsageError(f"unknown simulated profile {name!r}; known: {', '.join(PROFILES)}")
+    return SimulatedModel(_no_words, PROFILES[name])
+
+
+def _no_words(messages: Sequence[Message]) -> str:
+    raise UsageError(
+        "a simulated model only replays the benchmark's reference answers (dagcall bench "
+        "--model simulated:PROFILE); to ask questions use a real model, or ScriptedModel"
+    )
 
 
 class SimulatedModel(Model):

@@ -7,10 +7,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._compiler import Compiler
-from .._plan import TaskSpec, parse_plan
-from .._result import RunResult
-from .._tools import BaseTool
+from dagcall import BaseTool, Compiler, RunResult, TaskSpec, parse_plan
+
 from ..baselines import ParallelFunctionCallingAgent, ReActAgent
 from ..models import Message, Model
 from ..tools import math_tool

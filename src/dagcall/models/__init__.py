@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from ._openai import OpenAIModel
 
 __all__ = [
+    "ENTRY_POINT_GROUP",
     "AnthropicModel",
     "Completion",
     "LocalModel",
@@ -76,9 +77,37 @@ def register_model_provider(prefix: str, factory: ModelFactory, *, replace: bool
     _providers[prefix] = factory
 
 
+#: The entry-point group where installed packages name their model providers, e.g. in their
+#: pyproject: ``[project.entry-points."dagcall.model_providers"] mine = "pkg.module:factory"``.
+ENTRY_POINT_GROUP = "dagcall.model_providers"
+
+
+def _plugin(prefix: str) -> ModelFactory | None:
+    """The factory an installed package declares for ``prefix`` (loaded and registered on
+    first use), or ``None``."""
+    if not prefix or not _PREFIX.fullmatch(prefix):
+        return None
+    from importlib.metadata import entry_points
+
+    for point in entry_points(group=ENTRY_POINT_GROUP, name=prefix):
+        try:
+            factory = point.load()
+        except Exception as exc:
+            raise UsageError(
+                f"model provider {prefix!r} (entry point {point.value}) could not be loaded: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        register_model_provider(prefix, factory, replace=True)
+        return _providers[prefix]
+    return None
+
+
 def model_providers() -> tuple[str, ...]:
-    """The registered model string prefixes, sorted."""
-    return tuple(sorted(_providers))
+    """The registered model string prefixes and those installed packages declare, sorted."""
+    from importlib.metadata import entry_points
+
+    declared = {point.name for point in entry_points(group=ENTRY_POINT_GROUP)}
+    return tuple(sorted(set(_providers) | declared))
 
 
 def _local(rest: str) -> Model:
@@ -151,7 +180,7 @@ def resolve_model(spec: Model | str | None = None) -> Model:
         provider = provider.strip()  # a bare prefix: "local"
     elif not rest:
         provider = ""  # "openai:" names no model
-    factory = _providers.get(provider)
+    factory = _providers.get(provider) or _plugin(provider)
     if factory is None and sep and provider:
         raise UsageError(
             f"unknown model provider {provider!r} in {spec!r}; known providers: "

@@ -17,10 +17,8 @@ import statistics
 import time
 from dataclasses import dataclass
 
-from ._compiler import Compiler
-from ._tokens import estimate_tokens
-from ._tools import tool
-from .models import Message, ScriptedModel
+from dagcall import Compiler, Message, ScriptedModel, tool
+from dagcall.tokens import estimate_tokens
 
 __all__ = ["LoadReport", "run_load_test"]
 

@@ -11,8 +11,8 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from ._pricing import run_cost
-from ._result import RunEvent, RunResult, TaskRecord, TaskStatus, json_safe, safe_text
+from dagcall import RunEvent, RunResult, TaskRecord, TaskStatus, json_safe, observation_text
+from dagcall.pricing import run_cost
 
 __all__ = ["LiveView", "PlainReporter", "render_result", "summary_line"]
 
@@ -34,7 +34,7 @@ _UNSHOWABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u206
 def _shown(value: object, limit: int | None = 10_000) -> str:
     """Foreign text (model or tool output) made safe to print: never raises, bounded, no lone
     surrogates, and control characters written as escapes (``\\x1b``) so they do nothing."""
-    return _UNSHOWABLE.sub(lambda m: ascii(m.group())[1:-1], safe_text(value, limit))
+    return _UNSHOWABLE.sub(lambda m: ascii(m.group())[1:-1], observation_text(value, limit))
 
 
 def _short(text: object, width: int) -> str:
@@ -158,9 +158,12 @@ def render_result(result: RunResult, console: Console, *, run_id: str | None = N
     console.print(
         Text.assemble(("A: ", "bold green"), _shown(result.answer, None) or "(no answer)")
     )
-    if result.stop_reason not in ("finish", ""):
+    if result.stop_reason not in ("finish", "running"):
+        why = str(result.stop_reason)
+        if result.error is not None:
+            why += f": {type(result.error).__name__}"
         console.print(
-            f"(stopped: {_shown(result.stop_reason, 200)})",
+            f"(stopped: {_shown(why, 200)})",
             style="yellow",
             markup=False,
             highlight=False,

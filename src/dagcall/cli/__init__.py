@@ -22,16 +22,21 @@ from rich.live import Live
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 from rich.table import Table
 
-from . import __version__
-from ._compiler import Compiler
-from ._errors import DagcallError, ModelNotAvailableError, UsageError
+from dagcall import (
+    Compiler,
+    DagcallError,
+    ModelNotAvailableError,
+    RunResult,
+    Tool,
+    UsageError,
+    __version__,
+)
+from dagcall.models import Model, resolve_model
+
 from ._live import LiveView, PlainReporter, as_json_ready, render_result, summary_line
-from ._result import RunResult
-from ._tools import Tool
-from .models import Model, resolve_model
 
 if TYPE_CHECKING:
-    from ._store import RunStore
+    from dagcall.store import RunStore, StoredRun
 
 __all__ = ["main"]
 
@@ -256,7 +261,7 @@ def _model(spec: str | None, console: Console) -> Model:
 
 
 def _builtin(name: str, model: Model) -> Tool:
-    from . import tools
+    from dagcall import tools
 
     if name == "calculator":
         return tools.calculator
@@ -285,7 +290,7 @@ def build_compiler(
         tools += load_tools_file(path)
     tools += [_builtin(name, resolved) for name in builtins]
     if docs is not None:
-        from .tools import docs_tool
+        from dagcall.tools import docs_tool
 
         try:
             tools.append(docs_tool(docs))
@@ -456,7 +461,7 @@ def _fail_with_partial_run(exc: Exception, partial: RunResult, compiler: Compile
 
 
 def _save(result: RunResult, compiler: Compiler) -> str:
-    from ._store import RunStore
+    from dagcall.store import RunStore
 
     with RunStore() as store:
         run_id = store.save(result, planner=compiler.planner.name, joiner=compiler.joiner.name)
@@ -471,7 +476,7 @@ def _save(result: RunResult, compiler: Compiler) -> str:
 def demo(model: str | None, save: bool, react: bool) -> None:
     """Run the bundled offline scenario on the embedded local model: dagcall, then the ReAct
     baseline on the same model and tools, side by side."""
-    from .demo import EXAMPLES, LOOKUP_LATENCY, QUESTIONS, demo_tools
+    from dagcall.demo import EXAMPLES, LOOKUP_LATENCY, QUESTIONS, demo_tools
 
     out = _stdout()
     resolved = _model(model, _stderr())
@@ -502,8 +507,8 @@ def demo(model: str | None, save: bool, react: bool) -> None:
 
 
 def _demo_react(resolved: Model, out: Console, ours: list[RunResult]) -> None:
-    from .baselines import ReActAgent
-    from .demo import QUESTIONS, REACT_EXAMPLES, demo_tools
+    from dagcall.baselines import ReActAgent
+    from dagcall.demo import QUESTIONS, REACT_EXAMPLES, demo_tools
 
     out.print("The same questions with the ReAct baseline (one tool call per LLM call):\n")
     agent = ReActAgent(resolved, demo_tools(), examples=REACT_EXAMPLES, max_steps=8)
@@ -578,7 +583,7 @@ def _short_text(text: object, width: int) -> str:
 
 def _open_store() -> RunStore | None:
     """The run store for reading, or ``None`` when there is none yet (nothing is created)."""
-    from ._store import RunStore, default_path
+    from dagcall.store import RunStore, default_path
 
     path = default_path()
     if not path.exists() and not path.is_symlink():
@@ -586,8 +591,8 @@ def _open_store() -> RunStore | None:
     return RunStore(path, create=False)
 
 
-def _load_run(run_id: str) -> dict[str, Any]:
-    from ._store import RunNotFoundError, default_path
+def _load_run(run_id: str) -> StoredRun:
+    from dagcall.store import RunNotFoundError, default_path
 
     store = _open_store()
     if store is None:
@@ -603,40 +608,44 @@ def _load_run(run_id: str) -> dict[str, Any]:
 @click.option("--json", "as_json", is_flag=True, help="Print the saved run as JSON.")
 def show(run_id: str, as_json: bool) -> None:
     """Print a saved run: its plans, tasks with timings, and LLM calls."""
-    from ._store import tidy_run
-
     stored = _load_run(run_id)
     if as_json:
-        click.echo(_strict_json(stored))
+        click.echo(stored.to_json())
         return
-    run = tidy_run(stored)
     out = _stdout()
-    out.print(f"Q: {_shown(run['question'])}", markup=False)
-    for rnd in run["rounds"]:
-        out.print(f"\nround {rnd['index'] + 1} plan:", style="bold")
-        out.print(_shown(rnd["plan"].rstrip()), markup=False)
-        for err in rnd["errors"]:
-            out.print(f"  plan error: {_shown(err['message'])}", style="red", markup=False)
-        if rnd["joiner_output"]:
-            out.print(f"joiner: {_shown(rnd['joiner_output'].strip())}", markup=False)
+    for repair in stored.repairs:
+        out.print(f"(damaged record: {_shown(repair)})", style="yellow", markup=False)
+    out.print(f"Q: {_shown(stored.question)}", markup=False)
+    for rnd in stored.rounds:
+        out.print(f"\nround {rnd.index + 1} plan:", style="bold")
+        out.print(_shown(rnd.plan.rstrip()), markup=False)
+        for err in rnd.errors:
+            out.print(f"  plan error: {_shown(err.message)}", style="red", markup=False)
+        if rnd.joiner_output:
+            out.print(f"joiner: {_shown(rnd.joiner_output.strip())}", markup=False)
     out.print("\ntasks:", style="bold")
-    for t in run["tasks"]:
-        started, ended = t["started_at"], t["ended_at"]
+    for t in stored.tasks:
+        started, ended = t.started_at, t.ended_at
         span = f"{started:.2f}s→{ended:.2f}s" if started is not None and ended is not None else ""
-        detail = t["error"]["message"] if t["error"] else _output_text(t["output"])
+        detail = t.error.message if t.error is not None else _output_text(t.output)
         out.print(
-            f"  {_short_text(t['id'], 40)}. {_shown(t['call'])}  {_short_text(t['status'], 40)}"
+            f"  {t.id}. {_shown(t.call)}  {_short_text(str(t.status), 40)}"
             f"  {span}  {_short_text(detail, 80)}",
             markup=False,
         )
     out.print("\nLLM calls:", style="bold")
-    for c in run["usage"]:
+    for c in stored.usage:
         out.print(
-            f"  {_short_text(c['role'], 20):<8} {_short_text(c['model'], 80)}  "
-            f"{c['input_tokens']} in / {c['output_tokens']} out  {c['latency']:.2f}s",
+            f"  {c.role:<8} {_short_text(c.model, 80)}  "
+            f"{c.input_tokens} in / {c.output_tokens} out  {c.latency:.2f}s",
             markup=False,
         )
-    out.print(f"\nA: {_shown(run['answer'])}", markup=False)
+    out.print(f"\nA: {_shown(stored.answer)}", markup=False)
+    if stored.stop_reason not in ("finish", "running"):
+        why = str(stored.stop_reason)
+        if stored.error is not None:
+            why += f": {type(stored.error).__name__}: {stored.error.message}"
+        out.print(f"(stopped: {_short_text(why, 300)})", style="yellow", markup=False)
 
 
 def _shown(text: str) -> str:
@@ -683,7 +692,7 @@ def _finite(value: object) -> object:
 )
 def plot(run_id: str, output: Path) -> None:
     """Draw a saved run's timeline (planner, tasks, joiner) as a PNG Gantt chart."""
-    from ._plot import plot_timeline
+    from dagcall.viz import plot_timeline
 
     if output.is_dir():
         _fail(f"cannot write the timeline to {output}: it is a folder (give a file name)", 2)
@@ -702,7 +711,7 @@ def plot(run_id: str, output: Path) -> None:
 @click.argument("run_id")
 def graph(run_id: str) -> None:
     """Print a saved run's task graph as Mermaid."""
-    from ._graph import mermaid
+    from dagcall.viz import mermaid
 
     click.echo(mermaid(_load_run(run_id)))
 
@@ -802,11 +811,15 @@ def bench(
 ) -> None:
     """Reproduce the paper's comparisons: ReAct, parallel function calling and dagcall on
     ParallelQA, HotpotQA and Movie Recommendation, and Tree-of-Thoughts on Game of 24."""
-    from .bench import BenchConfig, find_datasets, run_bench
-    from .bench._bench import report_markdown, write_report
-    from .bench._simulate import PROFILES
+    from dagcall.bench import (
+        BenchConfig,
+        SimulatedModel,
+        find_datasets,
+        report_markdown,
+        run_bench,
+        write_report,
+    )
 
-    kind, _, profile = model.partition(":")
     chosen = list(workloads) or ["parallelqa", "hotpotqa", "movies", "game24"]
     datasets = find_datasets(data)
     if datasets is None and any(w != "game24" for w in chosen):
@@ -817,19 +830,16 @@ def bench(
             )
         _stderr().print("datasets not found (--data DIR): running Game of 24 only")
         chosen = ["game24"]
-    if kind == "simulated":
-        name = profile or "gpt-3.5"
-        if name not in PROFILES:
-            raise UsageError(f"unknown profile {name!r}; known: {', '.join(PROFILES)}")
+    real = _model(model, _stderr())
+    if isinstance(real, SimulatedModel):  # the latency model, on the reference answers
         config = BenchConfig(
             workloads=chosen,
-            profile=PROFILES[name],
+            profile=real.profile,
             time_scale=time_scale or 0.05,
             concurrency=concurrency or 16,
             limit=limit,
         )
     else:
-        real = _model(model, _stderr())
         config = BenchConfig(
             workloads=chosen, model=real, concurrency=concurrency or 1, limit=limit or 5
         )

@@ -1,0 +1,29 @@
+"""The plan language and its streaming parser (see ``dagcall._plan`` for the language).
+
+:class:`PlanParser` is fed a model's stream chunk by chunk and returns each :class:`TaskSpec`
+(or :class:`~dagcall.PlanError`) as soon as its line is complete; :func:`parse_plan` parses a
+whole plan.  :class:`Ref` is a ``$N`` reference to task N's result, :class:`Template` a string
+with references spliced in.
+"""
+
+from ._plan import (
+    DEFAULT_MAX_LINE_CHARS,
+    END_OF_PLAN,
+    PlanItem,
+    PlanParser,
+    Ref,
+    TaskSpec,
+    Template,
+    parse_plan,
+)
+
+__all__ = [
+    "DEFAULT_MAX_LINE_CHARS",
+    "END_OF_PLAN",
+    "PlanItem",
+    "PlanParser",
+    "Ref",
+    "TaskSpec",
+    "Template",
+    "parse_plan",
+]
