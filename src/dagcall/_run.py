@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
 from ._budget import Budget
@@ -30,8 +30,9 @@ from ._result import (
 )
 from ._scheduler import Scheduler
 from ._tools import Approver, BaseTool
+from .models import Message
 
-__all__ = ["EventHandler", "RunLimits", "RunScope", "check_limits", "drive"]
+__all__ = ["Agent", "EventHandler", "RunLimits", "RunScope", "check_limits", "drive"]
 
 log = logging.getLogger("dagcall")
 EventHandler = Callable[[RunEvent], None]
@@ -183,6 +184,43 @@ class RunScope:
 
     def task_changed(self, record: TaskRecord) -> None:
         self.emit("task", task=record)
+
+    def streamed(self, messages: Sequence[Message], role: str) -> Callable[[str], None]:
+        """An ``on_text`` for a model call of the run's own: each delta is counted against
+        ``max_tokens`` (stopping a model that streams past it) and sent as ``plan_text``."""
+        meter = self.budget.meter(messages, role)
+
+        def on_text(text: str) -> None:
+            meter(text)
+            self.emit("plan_text", text=text)
+
+        return on_text
+
+
+class Agent:
+    """An agent whose runs are :class:`RunScope` objects: ``arun`` drives one under the
+    time budget (``timeout=``, else ``self.limits.timeout``), ``run`` is its sync form.
+    Subclasses set ``limits`` and implement :meth:`scope`."""
+
+    limits: RunLimits
+
+    def scope(self, question: str, on_event: EventHandler | None) -> RunScope:
+        raise NotImplementedError
+
+    async def arun(
+        self,
+        question: str,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - a run budget, not a call's timeout
+        on_event: EventHandler | None = None,
+    ) -> RunResult:
+        """Answer ``question``; errors carry the partial result as ``.result``."""
+        budget = timeout if timeout is not None else self.limits.timeout
+        return await drive(self.scope(question, on_event), budget)
+
+    def run(self, question: str, *, timeout: float | None = None) -> RunResult:
+        """Synchronous :meth:`arun`, for code without an event loop."""
+        return asyncio.run(self.arun(question, timeout=timeout))
 
 
 def stop_reason_of(exc: BaseException) -> StopReason:

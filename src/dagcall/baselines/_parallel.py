@@ -10,20 +10,18 @@ text (``{"tool_calls": [...]}`` / ``{"answer": ...}``), which works with any
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .._budget import Meter
 from .._context import measured_call
 from .._errors import UnknownToolError, UsageError
 from .._executor import Executor
 from .._plan import TaskSpec
 from .._prompts import observation_element, render, template
-from .._result import Round, RunResult, StopReason
-from .._run import EventHandler, RunLimits, RunScope, drive
+from .._result import Round, StopReason
+from .._run import Agent, EventHandler, RunLimits, RunScope
 from .._tools import Approver, BaseTool
 from .._toolsets import as_tool
 from ..models import Message, Model, complete, complete_with_tools, resolve_model
@@ -47,7 +45,7 @@ def parse_tool_reply(text: str) -> dict[str, Any] | None:
     return None
 
 
-class ParallelFunctionCallingAgent:
+class ParallelFunctionCallingAgent(Agent):
     """Answers a question in turns of concurrent tool calls (native parallel function calling).
 
     With a model that has native tool calls (``supports_tools``: OpenAI-compatible and Anthropic
@@ -104,20 +102,8 @@ class ParallelFunctionCallingAgent:
             )
             self.system = render(template("parallel_system.md"), tools=listing, examples=extra)
 
-    def run(self, question: str, *, timeout: float | None = None) -> RunResult:
-        """Synchronous :meth:`arun`."""
-        return asyncio.run(self.arun(question, timeout=timeout))
-
-    async def arun(
-        self,
-        question: str,
-        *,
-        timeout: float | None = None,  # noqa: ASYNC109 - a run budget, not a call's timeout
-        on_event: EventHandler | None = None,
-    ) -> RunResult:
-        """Answer ``question``; errors carry the partial result as ``.result``."""
-        budget = timeout if timeout is not None else self.limits.timeout
-        return await drive(_ParallelRun(self, question, on_event), budget)
+    def scope(self, question: str, on_event: EventHandler | None) -> RunScope:
+        return _ParallelRun(self, question, on_event)
 
 
 class _ParallelRun(RunScope):
@@ -140,11 +126,12 @@ class _ParallelRun(RunScope):
             result.rounds.append(rnd)
             self.emit("round_start")
             started = self.now()
-            meter = self.budget.meter(messages, "planner")
             if agent.native:
                 completion = await complete_with_tools(agent.model, messages, agent.specs)
             else:
-                completion = await complete(agent.model, messages, on_text=self._streamed(meter))
+                completion = await complete(
+                    agent.model, messages, on_text=self.streamed(messages, "planner")
+                )
             ended = self.now()
             self.add_call(
                 measured_call("planner", agent.model, turn, messages, completion, started, ended)
@@ -199,13 +186,6 @@ class _ParallelRun(RunScope):
                 results = "\n".join(observation_element(r) for r in done if r is not None)
                 messages.append(Message("user", f"Tool results:\n{results}"))
         result.stop_reason = StopReason.MAX_TURNS
-
-    def _streamed(self, meter: Meter) -> Callable[[str], None]:
-        def on_text(text: str) -> None:
-            meter(text)
-            self.emit("plan_text", text=text)
-
-        return on_text
 
     def _finish(self, rnd: Round, answer: str) -> None:
         self.result.answer = answer.strip()

@@ -9,20 +9,18 @@ time axis.
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .._budget import Meter
 from .._context import measured_call
 from .._errors import PlanError, UsageError
 from .._executor import Executor
 from .._joiner import parse_joiner
 from .._plan import PlanParser, TaskSpec
 from .._prompts import render, template
-from .._result import Round, RunResult, StopReason
-from .._run import EventHandler, RunLimits, RunScope, drive
+from .._result import Round, StopReason
+from .._run import Agent, EventHandler, RunLimits, RunScope
 from .._tools import Approver, BaseTool
 from .._toolsets import as_tool
 from ..models import Message, Model, complete, resolve_model
@@ -34,7 +32,7 @@ _THOUGHT = re.compile(r"^\s*Thought\s*:\s*(.*)$", re.I | re.M)
 _STOP = ["\nObservation:", "Observation:"]
 
 
-class ReActAgent:
+class ReActAgent(Agent):
     """Answers a question by alternating model steps and single tool calls.
 
     ``max_steps`` bounds the model calls; when it is spent the last thought is the answer
@@ -72,20 +70,8 @@ class ReActAgent:
         extra = "\n" + examples.strip() + "\n" if examples.strip() else ""
         self.system = render(template("react_system.md"), tools=listing, examples=extra)
 
-    def run(self, question: str, *, timeout: float | None = None) -> RunResult:
-        """Synchronous :meth:`arun`."""
-        return asyncio.run(self.arun(question, timeout=timeout))
-
-    async def arun(
-        self,
-        question: str,
-        *,
-        timeout: float | None = None,  # noqa: ASYNC109 - a run budget, not a call's timeout
-        on_event: EventHandler | None = None,
-    ) -> RunResult:
-        """Answer ``question``; errors carry the partial result as ``.result``."""
-        budget = timeout if timeout is not None else self.limits.timeout
-        return await drive(_ReActRun(self, question, on_event), budget)
+    def scope(self, question: str, on_event: EventHandler | None) -> RunScope:
+        return _ReActRun(self, question, on_event)
 
 
 class _ReActRun(RunScope):
@@ -110,7 +96,7 @@ class _ReActRun(RunScope):
                     agent.model,
                     messages,
                     stop=_STOP,
-                    on_text=self._streamed(self.budget.meter(messages, "react")),
+                    on_text=self.streamed(messages, "react"),
                 )
                 ended = self.now()
                 self.add_call(
@@ -137,13 +123,6 @@ class _ReActRun(RunScope):
             self.emit("round_end")
         finally:
             rnd.plan = self.transcript
-
-    def _streamed(self, meter: Meter) -> Callable[[str], None]:
-        def on_text(text: str) -> None:
-            meter(text)
-            self.emit("plan_text", text=text)
-
-        return on_text
 
     async def _act(self, step: int, call: str) -> str:
         """Run one action as task ``step`` and return its observation."""
