@@ -52,14 +52,15 @@ def schema_search(calls: list[dict[str, Any]] | None = None, **kw: Any) -> Schem
 class MemoryToolset:
     """A toy in-memory toolset that counts its openings and closings."""
 
-    def __init__(self, *tools: BaseTool, fail: bool = False) -> None:
+    def __init__(self, *tools: BaseTool, fail: bool = False, delay: float = 0.01) -> None:
         self._tools = tools
         self.opened = 0
         self.closed = 0
         self.fail = fail
+        self.delay = delay
 
     async def open(self) -> Sequence[BaseTool]:
-        await asyncio.sleep(0.01)  # concurrent runs overlap here
+        await asyncio.sleep(self.delay)  # concurrent runs overlap here
         self.opened += 1
         if self.fail:
             raise ConnectionError("server down")
@@ -321,6 +322,30 @@ async def test_a_toolset_failing_to_open_closes_the_others() -> None:
         await box.open()
     assert good.closed == 1
     assert bad.closed == 0
+    assert box.tools == {}
+    assert not box.is_open
+
+
+async def test_toolsets_open_at_the_same_time() -> None:
+    slow = [MemoryToolset(delay=0.4) for _ in range(4)]
+    box = Toolbox(slow)
+    started = asyncio.get_running_loop().time()
+    await box.open()
+    assert asyncio.get_running_loop().time() - started < 1.0  # not 4 x 0.4 s
+    assert [ts.opened for ts in slow] == [1, 1, 1, 1]
+    await box.aclose()
+
+
+async def test_cancelled_while_opening_closes_what_did_open() -> None:
+    quick, slow = MemoryToolset(schema_search(), delay=0.01), MemoryToolset(delay=30)
+    box = Toolbox([quick, slow])
+    opening = asyncio.ensure_future(box.open())
+    await asyncio.sleep(0.2)  # the quick one is open, the slow one still opening
+    opening.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await opening
+    assert (quick.opened, quick.closed) == (1, 1)
+    assert (slow.opened, slow.closed) == (0, 0)
     assert box.tools == {}
     assert not box.is_open
 

@@ -333,26 +333,28 @@ class Toolbox:
                         "compiler with toolsets ('async with compiler:'), or close it first"
                     )
                 return self.tools
-            opened: list[Toolset] = []
+            # All at once: a server that takes seconds to start delays the others not at all.
+            openings = [asyncio.ensure_future(_open_one(ts)) for ts in self.toolsets]
             try:
-                for ts in self.toolsets:
-                    try:
-                        provided = await ts.open()
-                    except DagcallError:
-                        raise
-                    except Exception as exc:
-                        raise UsageError(
-                            f"{_label(ts)} could not be opened: {_exception_text(exc)}"
-                        ) from exc
-                    opened.append(ts)
-                    try:
-                        items = list(provided)
-                    except TypeError:
-                        raise ToolDefinitionError(
-                            f"{_label(ts)}: open() must return a sequence of tools, not "
-                            f"{type(provided).__name__}"
-                        ) from None
-                    for item in items:
+                outcomes = await asyncio.gather(*openings, return_exceptions=True)
+            except BaseException:  # cancelled meanwhile: close what did open, then go
+                for opening in openings:
+                    opening.cancel()
+                await asyncio.wait(openings)
+                done = [o for o in openings if not o.cancelled() and o.exception() is None]
+                pairs = zip(self.toolsets, openings, strict=True)
+                await _close_all([ts for ts, o in pairs if o in done])
+                raise
+            opened = [
+                ts
+                for ts, got in zip(self.toolsets, outcomes, strict=True)
+                if not isinstance(got, BaseException)
+            ]
+            try:
+                for ts, got in zip(self.toolsets, outcomes, strict=True):
+                    if isinstance(got, BaseException):
+                        raise got
+                    for item in got:
                         t = as_tool(item)
                         self._add(t, _label(ts))
                         self._opened.append(t.name)
@@ -377,6 +379,23 @@ class Toolbox:
         self._is_open, self._loop = False, None
         self._forget()
         await _close_all(self.toolsets, raise_first=True)
+
+
+async def _open_one(ts: Toolset) -> list[ToolLike]:
+    """Open one toolset: its tools, or the error that says why it could not be opened."""
+    try:
+        provided = await ts.open()
+    except DagcallError:
+        raise
+    except Exception as exc:
+        raise UsageError(f"{_label(ts)} could not be opened: {_exception_text(exc)}") from exc
+    try:
+        return list(provided)
+    except TypeError:
+        await _close_all([ts])
+        raise ToolDefinitionError(
+            f"{_label(ts)}: open() must return a sequence of tools, not {type(provided).__name__}"
+        ) from None
 
 
 async def _close_all(toolsets: Sequence[Toolset], *, raise_first: bool = False) -> None:

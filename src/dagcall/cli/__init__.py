@@ -14,7 +14,7 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO, TypeVar
 
 import click
 from rich.console import Console
@@ -28,6 +28,7 @@ from dagcall import (
     ModelNotAvailableError,
     RunResult,
     Tool,
+    Toolset,
     UsageError,
     __version__,
 )
@@ -283,11 +284,14 @@ def build_compiler(
     examples: Path | None,
     console: Console,
     yes: bool = False,
+    mcp: Sequence[str] = (),
+    mcp_config: Path | None = None,
 ) -> Compiler:
     resolved = _model(model, console)
-    tools: list[Tool] = []
+    tools: list[Tool | Toolset] = []
     for path in tool_files:
         tools += load_tools_file(path)
+    tools += _mcp_toolsets(mcp, mcp_config)
     tools += [_builtin(name, resolved) for name in builtins]
     if docs is not None:
         from dagcall.tools import docs_tool
@@ -297,7 +301,11 @@ def build_compiler(
         except OSError as exc:
             _fail(f"cannot read the docs folder {docs}: {exc.strerror or exc}", 2)
     if not tools:
-        _fail("no tools: pass --tools FILE.py, --tool calculator|math|wikipedia or --docs DIR", 2)
+        _fail(
+            "no tools: pass --tools FILE.py, --tool calculator|math|wikipedia, --docs DIR, "
+            "--mcp SERVER or --mcp-config FILE",
+            2,
+        )
     text = read_examples(examples) if examples is not None else None
     return Compiler(
         model=resolved,
@@ -307,6 +315,19 @@ def build_compiler(
         examples=text,
         approve=_approve_all if yes else None,
     )
+
+
+def _mcp_toolsets(specs: Sequence[str], config: Path | None) -> list[Toolset]:
+    """The MCP servers of ``--mcp`` (a command line, or an http(s) URL) and ``--mcp-config``
+    (a ``{"mcpServers": {...}}`` file); each is started or reached when the run begins."""
+    if not specs and config is None:
+        return []
+    from dagcall.mcp import from_spec, load_config
+
+    toolsets: list[Toolset] = [from_spec(_argv_text(spec)) for spec in specs]
+    if config is not None:
+        toolsets += load_config(config)
+    return toolsets
 
 
 def _approve_all(task: object) -> bool:
@@ -325,6 +346,61 @@ def run_with_view(compiler: Compiler, question: str, console: Console) -> RunRes
 
 # -- commands ---------------------------------------------------------------------------------
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _compiler_options(command: F) -> F:
+    """The options that say what a compiler plans with: the model, the tools (files,
+    built-ins, documents, MCP servers), planner examples and replans."""
+    options = [
+        click.option(
+            "--model", "-m", help="A model string: local, local:FILE.gguf, openai:NAME[@URL]."
+        ),
+        click.option(
+            "--tools",
+            "tool_files",
+            multiple=True,
+            type=click.Path(path_type=Path),
+            help="A Python file whose @tool functions become tools (repeatable).",
+        ),
+        click.option(
+            "--tool",
+            "builtins",
+            multiple=True,
+            type=click.Choice(BUILTIN_TOOLS),
+            help="A built-in tool (repeatable).",
+        ),
+        click.option(
+            "--docs", type=click.Path(path_type=Path), help="Search the text files of DIR."
+        ),
+        _mcp_options,
+        click.option(
+            "--examples", type=click.Path(path_type=Path), help="Planner examples from FILE."
+        ),
+        click.option("--max-replans", default=2, show_default=True, type=click.IntRange(0)),
+    ]
+    for option in reversed(options):  # as if stacked as decorators, in this order
+        command = option(command)
+    return command
+
+
+def _mcp_options(command: F) -> F:
+    """``--mcp`` (repeatable) and ``--mcp-config``: tools from MCP servers."""
+    command = click.option(
+        "--mcp-config",
+        "mcp_config",
+        type=click.Path(path_type=Path),
+        help='MCP servers from FILE ({"mcpServers": {...}}, as MCP clients write it).',
+    )(command)
+    return click.option(
+        "--mcp",
+        "mcp",
+        multiple=True,
+        metavar="SERVER",
+        help="An MCP server's tools: a command line ('uvx mcp-server-time') started for the "
+        "run, or an http(s)://.../mcp URL (repeatable).",
+    )(command)
+
 
 @click.group(
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -337,24 +413,7 @@ def cli() -> None:
 
 @cli.command()
 @click.argument("question")
-@click.option("--model", "-m", help="A model string: local, local:FILE.gguf, openai:NAME[@URL].")
-@click.option(
-    "--tools",
-    "tool_files",
-    multiple=True,
-    type=click.Path(path_type=Path),
-    help="A Python file whose @tool functions become tools (repeatable).",
-)
-@click.option(
-    "--tool",
-    "builtins",
-    multiple=True,
-    type=click.Choice(BUILTIN_TOOLS),
-    help="A built-in tool (repeatable).",
-)
-@click.option("--docs", type=click.Path(path_type=Path), help="Search the text files of DIR.")
-@click.option("--examples", type=click.Path(path_type=Path), help="Planner examples from FILE.")
-@click.option("--max-replans", default=2, show_default=True, type=click.IntRange(0))
+@_compiler_options
 @click.option(
     "--timeout",
     type=click.FloatRange(min=0, min_open=True),
@@ -376,6 +435,8 @@ def ask(
     as_json: bool,
     save: bool,
     yes: bool,
+    mcp: tuple[str, ...],
+    mcp_config: Path | None,
 ) -> None:
     """Answer QUESTION with the given tools, showing the plan as it runs.
 
@@ -395,6 +456,8 @@ def ask(
         examples=examples,
         console=err,
         yes=yes,
+        mcp=mcp,
+        mcp_config=mcp_config,
     )
     try:
         result = compiler.run(question) if as_json else run_with_view(compiler, question, out)
@@ -410,6 +473,54 @@ def ask(
         render_result(result, out, run_id=run_id)
     if save_error is not None:  # the answer is out first: nothing is lost
         _fail(f"the run was not saved: {save_error}")
+
+
+@cli.command("mcp-serve")
+@_compiler_options
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    callback=_finite_seconds,
+    help="Budget of each question, s.",
+)
+@click.option("--name", default="dagcall", show_default=True, help="The server's name.")
+@click.option("--yes", "-y", is_flag=True, help="Approve every call of a side-effecting tool.")
+def mcp_serve(
+    model: str | None,
+    tool_files: tuple[Path, ...],
+    builtins: tuple[str, ...],
+    docs: Path | None,
+    mcp: tuple[str, ...],
+    mcp_config: Path | None,
+    examples: Path | None,
+    max_replans: int,
+    timeout: float | None,
+    name: str,
+    yes: bool,
+) -> None:
+    """Serve dagcall over MCP (stdio): one tool, ask(question), answered by planning over the
+    given tools in parallel; its result is the answer and the run's summary."""
+    from dagcall.mcp import serve
+
+    compiler = build_compiler(  # stdout is the protocol's: everything else goes to stderr
+        model=model,
+        tool_files=tool_files,
+        builtins=builtins,
+        docs=docs,
+        max_replans=max_replans,
+        timeout=timeout,
+        examples=examples,
+        console=_stderr(),
+        yes=yes,
+        mcp=mcp,
+        mcp_config=mcp_config,
+    )
+    wrapped = sys.stdout  # main's never-raising wrapper: the protocol needs the real stream
+    sys.stdout = getattr(wrapped, "stream", None) or sys.__stdout__
+    try:
+        serve(compiler, name=name, timeout=timeout)
+    finally:
+        sys.stdout = wrapped
 
 
 def _argv_text(text: str) -> str:
