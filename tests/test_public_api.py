@@ -76,6 +76,8 @@ PUBLIC_MODULES = (
     "dagcall.scaffold",
     "dagcall.tokens",
     "dagcall.pricing",
+    "dagcall.mcp",
+    "dagcall.langchain",
 )
 
 
