@@ -330,6 +330,8 @@ class RunResult(_Schema):
     wall_time: float = 0.0
     stop_reason: StopReason = StopReason.RUNNING
     error: OptionalErrorField = None
+    #: When the run started, as Unix time (seconds); every other time is relative to it.
+    start_time: float = 0.0
 
     @property
     def input_tokens(self) -> int:
@@ -363,6 +365,7 @@ class RunResult(_Schema):
                 "answer": self.answer,
                 "stop_reason": _status_value(self.stop_reason),
                 "error": None if self.error is None else _error_dict(self.error),
+                "start_time": self.start_time,
                 "wall_time": self.wall_time,
                 "input_tokens": _guard(lambda: self.input_tokens),
                 "output_tokens": _guard(lambda: self.output_tokens),

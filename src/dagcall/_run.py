@@ -112,7 +112,7 @@ class RunScope:
         on_event: EventHandler | None,
     ) -> None:
         self.t0 = time.perf_counter()
-        self.result = RunResult(question=question)
+        self.result = RunResult(question=question, start_time=time.time())
         self.on_event = on_event
         self.round = 0
         self.budget = Budget(max_tokens=limits.max_tokens, max_tasks=limits.max_tasks)
