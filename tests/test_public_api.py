@@ -78,6 +78,7 @@ PUBLIC_MODULES = (
     "dagcall.pricing",
     "dagcall.mcp",
     "dagcall.langchain",
+    "dagcall.telemetry",
 )
 
 

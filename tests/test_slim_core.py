@@ -20,7 +20,15 @@ PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 EXTRAS: dict[str, list[str]] = PROJECT["optional-dependencies"]
 
 # What the extras hold; none of it may be imported or required by the core.
-OPTIONAL = ("matplotlib", "bm25s", "tiktoken", "llama_cpp")
+OPTIONAL = (
+    "matplotlib",
+    "bm25s",
+    "tiktoken",
+    "llama_cpp",
+    "opentelemetry",
+    "mcp",
+    "langchain_core",
+)
 
 
 def _names(requirements: list[str]) -> set[str]:

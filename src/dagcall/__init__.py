@@ -140,6 +140,7 @@ _SUBPACKAGES = frozenset(
         "prompts",
         "scaffold",
         "store",
+        "telemetry",
         "tokens",
         "tools",
         "viz",

@@ -26,6 +26,7 @@ from dagcall import (
     Compiler,
     DagcallError,
     ModelNotAvailableError,
+    RunEvent,
     RunResult,
     Tool,
     Toolset,
@@ -334,14 +335,39 @@ def _approve_all(task: object) -> bool:
     return True
 
 
-def run_with_view(compiler: Compiler, question: str, console: Console) -> RunResult:
-    """Run a question, showing it live on a terminal and line by line elsewhere."""
+Handler = Callable[[RunEvent], None]
+Wrap = Callable[[Handler | None], Handler | None]
+
+
+def run_with_view(
+    compiler: Compiler,
+    question: str,
+    console: Console,
+    *,
+    wrap: Wrap = lambda handler: handler,
+) -> RunResult:
+    """Run a question, showing it live on a terminal and line by line elsewhere; ``wrap``
+    adds to the event handler (tracing)."""
     if console.is_terminal:
         view = LiveView(question)
         with Live(view, console=console, refresh_per_second=8, transient=False):
-            return compiler.run(question, on_event=view.handle)
+            return compiler.run(question, on_event=wrap(view.handle))
     console.print(f"Q: {question}", highlight=False, markup=False)
-    return compiler.run(question, on_event=PlainReporter(console).handle)
+    return compiler.run(question, on_event=wrap(PlainReporter(console).handle))
+
+
+def _tracing(
+    enabled: bool,
+) -> tuple[Callable[[Handler | None], Handler | None], Callable[[], None]]:
+    """With ``--otel``: a wrapper that traces each run (OpenTelemetry, exported where the
+    standard ``OTEL_*`` variables say) and how to flush the spans at the end."""
+    if not enabled:
+        return (lambda handler: handler), (lambda: None)
+    from dagcall.telemetry import Tracing, configure_from_env
+
+    provider = configure_from_env()
+    flush = getattr(provider, "force_flush", None)  # an SDK provider; an API one has none
+    return (lambda handler: Tracing(on_event=handler).handle), flush or (lambda: None)
 
 
 # -- commands ---------------------------------------------------------------------------------
@@ -423,6 +449,9 @@ def cli() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the whole result as JSON.")
 @click.option("--save", is_flag=True, help="Save the run in the local run store.")
 @click.option("--yes", "-y", is_flag=True, help="Approve every call of a side-effecting tool.")
+@click.option(
+    "--otel", is_flag=True, help="Trace the run with OpenTelemetry (OTEL_* variables; otel extra)."
+)
 def ask(
     question: str,
     model: str | None,
@@ -437,6 +466,7 @@ def ask(
     yes: bool,
     mcp: tuple[str, ...],
     mcp_config: Path | None,
+    otel: bool,
 ) -> None:
     """Answer QUESTION with the given tools, showing the plan as it runs.
 
@@ -459,13 +489,19 @@ def ask(
         mcp=mcp,
         mcp_config=mcp_config,
     )
+    wrap, flush = _tracing(otel)
     try:
-        result = compiler.run(question) if as_json else run_with_view(compiler, question, out)
+        if as_json:
+            result = compiler.run(question, on_event=wrap(None))
+        else:
+            result = run_with_view(compiler, question, out, wrap=wrap)
     except Exception as exc:
+        flush()
         partial = getattr(exc, "result", None)
         if not save or not isinstance(partial, RunResult):
             raise
         _fail_with_partial_run(exc, partial, compiler)
+    flush()
     run_id, save_error = _try_save(result, compiler) if save else (None, None)
     if as_json:
         _echo_json(result, run_id)
