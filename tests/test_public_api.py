@@ -101,7 +101,7 @@ def _imports(path: Path, package: str) -> list[tuple[str, list[str], int]]:
     return found
 
 
-@pytest.mark.parametrize("part", ["cli", "bench"])
+@pytest.mark.parametrize("part", ["cli", "bench", "service"])
 def test_cli_and_bench_import_only_public_names(part: str) -> None:
     """Their own private modules are theirs; of the rest of dagcall, public names only."""
     folder = ROOT / "src" / "dagcall" / part

@@ -28,6 +28,9 @@ OPTIONAL = (
     "opentelemetry",
     "mcp",
     "langchain_core",
+    "fastapi",
+    "uvicorn",
+    "sse_starlette",
 )
 
 

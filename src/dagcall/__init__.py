@@ -139,6 +139,7 @@ _SUBPACKAGES = frozenset(
         "pricing",
         "prompts",
         "scaffold",
+        "service",
         "store",
         "telemetry",
         "tokens",

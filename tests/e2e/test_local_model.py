@@ -32,6 +32,7 @@ def model(gguf_path: Path) -> LocalModel:
     return LocalModel(gguf_path)
 
 
+@pytest.mark.timeout(360)  # several questions in a row, at 13-17 tokens/s
 def test_questions_are_planned_in_parallel_and_answered(model: LocalModel) -> None:
     compiler = Compiler(model=model, tools=TOOLS, examples=EXAMPLES, max_replans=1)
     report = []

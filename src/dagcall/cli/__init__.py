@@ -511,6 +511,87 @@ def ask(
         _fail(f"the run was not saved: {save_error}")
 
 
+@cli.command()
+@_compiler_options
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--token",
+    envvar="DAGCALL_TOKEN",
+    help="Bearer token clients must send ($DAGCALL_TOKEN); required off loopback.",
+)
+@click.option(
+    "--store",
+    "store_path",
+    type=click.Path(path_type=Path),
+    help="The run store (default: the one `dagcall runs` reads).",
+)
+@click.option("--no-store", is_flag=True, help="Keep finished runs in memory only.")
+@click.option("--max-concurrent-runs", default=16, show_default=True, type=click.IntRange(1))
+@click.option("--max-body-bytes", default=1_000_000, show_default=True, type=click.IntRange(1))
+@click.option("--max-question-chars", default=20_000, show_default=True, type=click.IntRange(1))
+@click.option(
+    "--run-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    callback=_finite_seconds,
+    help="Budget of each run, s.",
+)
+@click.option("--shutdown-timeout", default=30, show_default=True, type=click.IntRange(0))
+@click.option("--yes", "-y", is_flag=True, help="Approve every call of a side-effecting tool.")
+def serve(
+    model: str | None,
+    tool_files: tuple[Path, ...],
+    builtins: tuple[str, ...],
+    docs: Path | None,
+    mcp: tuple[str, ...],
+    mcp_config: Path | None,
+    examples: Path | None,
+    max_replans: int,
+    host: str,
+    port: int,
+    token: str | None,
+    store_path: Path | None,
+    no_store: bool,
+    max_concurrent_runs: int,
+    max_body_bytes: int,
+    max_question_chars: int,
+    run_timeout: float | None,
+    shutdown_timeout: int,
+    yes: bool,
+) -> None:
+    """Serve dagcall over HTTP: the runs API with live events, an OpenAI-compatible
+    /v1/chat/completions, and the web view at / (the service extra)."""
+    from dagcall.service import serve as serve_http
+    from dagcall.store import RunStore, default_path
+
+    compiler = build_compiler(
+        model=model,
+        tool_files=tool_files,
+        builtins=builtins,
+        docs=docs,
+        max_replans=max_replans,
+        timeout=run_timeout,
+        examples=examples,
+        console=_stderr(),
+        yes=yes,
+        mcp=mcp,
+        mcp_config=mcp_config,
+    )
+    store = None if no_store else RunStore(store_path or default_path())
+    serve_http(
+        compiler,
+        host=host,
+        port=port,
+        token=token or None,
+        store=store,
+        max_concurrent_runs=max_concurrent_runs,
+        max_body_bytes=max_body_bytes,
+        max_question_chars=max_question_chars,
+        run_timeout=run_timeout,
+        shutdown_timeout=shutdown_timeout,
+    )
+
+
 @cli.command("mcp-serve")
 @_compiler_options
 @click.option(
