@@ -333,7 +333,7 @@ def test_events_stream_in_order_and_the_run_is_stored(service: Running, store: R
     assert stored.answer == "5"
     assert stored.question == "add 2 3"
     assert record["id"] == run_id
-    assert record["stored_id"] == stored.id
+    assert record["stored_id"] == stored.id == run_id  # one id, in the service and the store
     assert record["live"] is False
     assert record["created_at"] == stored.created_at
     assert RunResult.model_validate(record).answer == "5"

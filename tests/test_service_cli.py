@@ -10,6 +10,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -83,3 +84,44 @@ def test_serve_answers_an_openai_client_and_stops_on_sigterm(
     # uvicorn shuts down, then re-raises the signal it caught (so the exit says SIGTERM)
     assert process.returncode in (0, -signal.SIGTERM), err
     assert "Application shutdown complete" in err
+
+
+def test_serve_otel_traces_each_run_with_its_id(
+    openai_server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    """The service's --otel hook, in process: each run is traced, tagged with its run id."""
+    pytest.importorskip("opentelemetry.sdk")
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from starlette.testclient import TestClient
+
+    from dagcall import Compiler, ScriptedModel, tool
+    from dagcall.service import create_app
+    from dagcall.telemetry import Tracing
+
+    @tool
+    def lookup(name: str) -> float:
+        """Look a number up."""
+        return {"a": 2.0}[name]
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+
+    def observe(handler: Any, run_id: str) -> Any:
+        attributes = {"dagcall.run_id": run_id}
+        return Tracing(on_event=handler, tracer_provider=provider, attributes=attributes).handle
+
+    model = ScriptedModel(['1. lookup("a")\n2. join()', "Action: Finish(2)"])
+    app = create_app(Compiler(model=model, tools=[lookup]), observe=observe)
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        reply = client.post(
+            "/v1/chat/completions",
+            json={"model": "dagcall", "messages": [{"role": "user", "content": "a?"}]},
+        )
+    assert reply.status_code == 200, reply.text
+    run_id = reply.json()["dagcall"]["run_id"]
+    (agent,) = [s for s in exporter.get_finished_spans() if s.name == "invoke_agent dagcall"]
+    assert agent.attributes is not None
+    assert agent.attributes["dagcall.run_id"] == run_id

@@ -129,3 +129,15 @@ def test_default_path_follows_the_environment(
 ) -> None:
     monkeypatch.setenv("DAGCALL_DATA_DIR", str(tmp_path / "d"))
     assert default_path() == tmp_path / "d" / "runs.sqlite3"
+
+
+def test_a_run_can_be_saved_under_a_given_id(tmp_path: Path) -> None:
+    with RunStore(tmp_path / "runs.sqlite3") as store:
+        assert store.save(sample_run(), run_id="00c0ffee0000") == "00c0ffee0000"
+        assert store.load("00c0ffee").id == "00c0ffee0000"
+        with pytest.raises(UsageError, match="already has a run 00c0ffee0000"):
+            store.save(sample_run(), run_id="00c0ffee0000")
+        for bad in ("", "XYZ", "0" * 33, "../x"):
+            with pytest.raises(UsageError, match="1 to 32 lower-case hex digits"):
+                store.save(sample_run(), run_id=bad)
+        assert len(store.list_runs()) == 1

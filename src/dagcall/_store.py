@@ -497,8 +497,12 @@ class RunStore:
             raise UsageError(self._explain(exc, doing)) from exc
 
     # -- writing ---------------------------------------------------------------------------
-    def save(self, result: RunResult, *, planner: str = "", joiner: str = "") -> str:
-        """Save a run; returns its id (12 hex digits; any unique prefix finds it again)."""
+    def save(
+        self, result: RunResult, *, planner: str = "", joiner: str = "", run_id: str | None = None
+    ) -> str:
+        """Save a run; returns its id (12 hex digits, new unless ``run_id`` gives one, say a
+        service's id for the run; any unique prefix finds it again).  An id that is taken or
+        not 1 to 32 lower-case hex digits is a :class:`~dagcall.UsageError`."""
         try:
             data: Any = json.loads(result.to_json(indent=None))
         except (TypeError, ValueError, RecursionError) as exc:
@@ -508,7 +512,10 @@ class RunStore:
             ) from exc
         if self._empty:
             raise UsageError(f"the run store {self.path} was opened for reading only")
-        run_id = secrets.token_hex(6)
+        if run_id is None:
+            run_id = secrets.token_hex(6)
+        elif not (0 < len(run_id) <= 32 and _is_run_id(run_id)):
+            raise UsageError(f"a run id is 1 to 32 lower-case hex digits, not {run_id[:40]!r}")
         statuses = [str(getattr(t.status, "value", t.status)) for t in result.tasks]
         runs_row = (
             run_id,
@@ -563,6 +570,9 @@ class RunStore:
             for seq, c in enumerate(result.usage)
         ]
         with self._failures("save the run"), self._transaction() as db:
+            taken = db.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone()
+            if taken is not None:
+                raise UsageError(f"the run store already has a run {run_id}")
             db.execute("INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", _row(runs_row))
             db.executemany("INSERT INTO rounds VALUES (?,?,?,?,?)", map(_row, rounds))
             db.executemany(

@@ -356,6 +356,20 @@ def run_with_view(
     return compiler.run(question, on_event=wrap(PlainReporter(console).handle))
 
 
+def _observer(enabled: bool) -> tuple[Any, Callable[[], object]]:
+    """With ``--otel``: how the service traces each run (its id as ``dagcall.run_id``)."""
+    if not enabled:
+        return None, (lambda: None)
+    from dagcall.telemetry import Tracing, configure_from_env
+
+    provider = configure_from_env()
+
+    def observe(handler: Handler, run_id: str) -> Handler:
+        return Tracing(on_event=handler, attributes={"dagcall.run_id": run_id}).handle
+
+    return observe, getattr(provider, "force_flush", None) or (lambda: None)
+
+
 def _tracing(
     enabled: bool,
 ) -> tuple[Callable[[Handler | None], Handler | None], Callable[[], None]]:
@@ -538,6 +552,9 @@ def ask(
 )
 @click.option("--shutdown-timeout", default=30, show_default=True, type=click.IntRange(0))
 @click.option("--yes", "-y", is_flag=True, help="Approve every call of a side-effecting tool.")
+@click.option(
+    "--otel", is_flag=True, help="Trace each run with OpenTelemetry (OTEL_* variables; otel extra)."
+)
 def serve(
     model: str | None,
     tool_files: tuple[Path, ...],
@@ -558,6 +575,7 @@ def serve(
     run_timeout: float | None,
     shutdown_timeout: int,
     yes: bool,
+    otel: bool,
 ) -> None:
     """Serve dagcall over HTTP: the runs API with live events, an OpenAI-compatible
     /v1/chat/completions, and the web view at / (the service extra)."""
@@ -578,6 +596,7 @@ def serve(
         mcp_config=mcp_config,
     )
     store = None if no_store else RunStore(store_path or default_path())
+    observe, flush = _observer(otel)
     serve_http(
         compiler,
         host=host,
@@ -589,7 +608,9 @@ def serve(
         max_question_chars=max_question_chars,
         run_timeout=run_timeout,
         shutdown_timeout=shutdown_timeout,
+        observe=observe,
     )
+    flush()
 
 
 @cli.command("mcp-serve")

@@ -23,7 +23,7 @@ from dagcall.store import RunStore
 
 from . import _openai
 from ._auth import Gate, is_loopback
-from ._runs import Busy, LiveRun, NotAccepting, RunManager, to_json
+from ._runs import Busy, LiveRun, NotAccepting, Observer, RunManager, to_json
 
 __all__ = ["STATIC_DIR", "create_app"]
 
@@ -84,6 +84,7 @@ def create_app(
     retry_after: int = 1,
     ping_seconds: float = 15.0,
     static_dir: str | os.PathLike[str] | None = None,
+    observe: Observer | None = None,
 ) -> FastAPI:
     """dagcall as an HTTP service: an ASGI app answering questions with ``compiler``.
 
@@ -96,7 +97,9 @@ def create_app(
     may ask for less).  Each live run keeps its last ``event_buffer`` events for followers
     and resumes; the last ``keep_finished`` finished runs stay in memory too.  The compiler's
     toolsets are opened when the app starts and closed when it stops; stopping cancels the
-    live runs and saves them as cancelled.  A ``static_dir`` (default :data:`STATIC_DIR`)
+    live runs and saves them as cancelled.  ``observe(handler, run_id)`` may wrap each run's
+    event handler (``dagcall serve --otel`` traces each run so).  A ``static_dir`` (default
+    :data:`STATIC_DIR`)
     with an ``index.html`` is served at ``/``.
     """
     if token is not None and not token.strip():
@@ -121,6 +124,7 @@ def create_app(
         event_buffer=event_buffer,
         keep_finished=keep_finished,
         retry_after=retry_after,
+        observe=observe,
     )
 
     @asynccontextmanager

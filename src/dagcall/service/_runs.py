@@ -11,7 +11,7 @@ import logging
 import secrets
 import time
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import islice
@@ -19,6 +19,9 @@ from typing import Any
 
 from dagcall import Compiler, DagcallError, RunEvent, RunResult, StopReason, UsageError
 from dagcall.store import RunNotFoundError, RunStore, StoredRun
+
+#: Wraps a run's event handler, given the run's id (for tracing each run).
+Observer = Callable[[Callable[[RunEvent], None], str], Callable[[RunEvent], None]]
 
 __all__ = ["Busy", "Event", "LiveRun", "NotAccepting", "RunManager", "to_json"]
 
@@ -208,6 +211,7 @@ class RunManager:
         event_buffer: int = 4096,
         keep_finished: int = 256,
         retry_after: int = 1,
+        observe: Observer | None = None,
     ) -> None:
         if max_concurrent_runs < 1:
             raise UsageError("max_concurrent_runs must be at least 1")
@@ -224,6 +228,7 @@ class RunManager:
         self.event_buffer = event_buffer
         self.keep_finished = keep_finished
         self.retry_after = retry_after
+        self.observe = observe  # wraps each run's event handler (tracing)
         self.accepting = False
         self.live: dict[str, LiveRun] = {}
         self.recent: OrderedDict[str, LiveRun] = OrderedDict()
@@ -282,7 +287,8 @@ class RunManager:
 
     async def _execute(self, run: LiveRun, compiler: Compiler, budget: float | None) -> None:
         try:
-            result = await compiler.arun(run.question, timeout=budget, on_event=run.on_event)
+            handler = run.on_event if self.observe is None else self.observe(run.on_event, run.id)
+            result = await compiler.arun(run.question, timeout=budget, on_event=handler)
         except asyncio.CancelledError:
             result = run.current
         except DagcallError as exc:
@@ -317,7 +323,7 @@ class RunManager:
                 else StopReason.ERROR
             )
         try:
-            stored_id = await _to_the_end(self._save(result))
+            stored_id = await _to_the_end(self._save(result, run.id))
         finally:
             self.live.pop(run.id, None)
         run.finish(result, stored_id)
@@ -330,7 +336,7 @@ class RunManager:
                 if old.stored_id is not None:
                     self._by_store_id.pop(old.stored_id, None)
 
-    async def _save(self, result: RunResult) -> str | None:
+    async def _save(self, result: RunResult, run_id: str | None = None) -> str | None:
         if self.store is None:
             return None
         try:
@@ -339,6 +345,7 @@ class RunManager:
                 result,
                 planner=self.compiler.planner.name,
                 joiner=self.compiler.joiner.name,
+                run_id=run_id,
             )
         except Exception as exc:  # the run stays in memory; the service goes on
             log.error("dagcall service: the run could not be stored: %s", exc)

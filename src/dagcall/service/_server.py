@@ -14,7 +14,7 @@ from dagcall import Compiler
 from dagcall.store import RunStore
 
 from ._app import create_app
-from ._runs import RunManager
+from ._runs import Observer, RunManager
 
 __all__ = ["TOKEN_ENV", "Server", "serve"]
 
@@ -49,6 +49,7 @@ def serve(
     run_timeout: float | None = None,
     shutdown_timeout: int = 30,
     log_level: str = "info",
+    observe: Observer | None = None,
 ) -> None:
     """Serve ``compiler`` over HTTP until SIGINT/SIGTERM (see :func:`create_app` for the
     options); ``token`` defaults to ``$DAGCALL_TOKEN``.  Shutdown cancels live runs and saves
@@ -64,6 +65,7 @@ def serve(
         max_body_bytes=max_body_bytes,
         max_question_chars=max_question_chars,
         run_timeout=run_timeout,
+        observe=observe,
     )
     if token is None:
         log.warning("dagcall service: no token; serving %s without authentication", host)
