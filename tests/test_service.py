@@ -292,6 +292,13 @@ def test_bad_limits_are_422(service: Running) -> None:
         for body in ({"max_replans": 5}, {"max_replans": -1}, {"timeout": 0}):
             response = client.post("/v1/runs", json={"question": "add 1 2", **body})
             assert response.status_code == 422, body
+        for raw in (b"1e999", b"Infinity", b"NaN"):  # JSON's out-of-range and non-numbers
+            response = client.post(
+                "/v1/runs",
+                content=b'{"question": "add 1 2", "timeout": ' + raw + b"}",
+                headers={"Content-Type": "application/json"},
+            )
+            assert response.status_code in (400, 422), raw
         assert client.get("/v1/runs/0123456789ab").status_code == 404
         assert client.get("/v1/runs/not-an-id").status_code == 404
         assert client.delete("/v1/runs/0123456789ab").status_code == 404

@@ -66,7 +66,7 @@ class RunRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     question: str
     max_replans: int | None = Field(default=None, ge=0)
-    timeout: float | None = Field(default=None, gt=0)
+    timeout: float | None = Field(default=None, gt=0, allow_inf_nan=False)
 
 
 def create_app(

@@ -30,7 +30,7 @@ class DagcallOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     max_replans: int | None = Field(default=None, ge=0)
-    timeout: float | None = Field(default=None, gt=0)
+    timeout: float | None = Field(default=None, gt=0, allow_inf_nan=False)
 
 
 class StreamOptions(BaseModel):
