@@ -92,7 +92,9 @@ def test_schema_tool_renders_types_defaults_and_argument_notes() -> None:
             "tags": {"type": "array", "items": {"type": "string"}},
             "limit": {"anyOf": [{"type": "integer"}, {"type": "null"}], "default": None},
             "flag": {"type": "boolean", "default": True},
+            "tail": {"type": "number"},  # optional, without a default (as MCP servers write)
         },
+        "required": ["mode", "tags"],
     }
 
     async def run(arguments: dict[str, Any]) -> None:
@@ -101,9 +103,10 @@ def test_schema_tool_renders_types_defaults_and_argument_notes() -> None:
     t = SchemaTool("look", "Look.", schema, run, output_schema={"type": "string"})
     assert t.render() == (
         "look(mode: Literal['fast', 'slow'], tags: list[str], limit: int | None = None, "
-        "flag: bool = True) -> str\nLook.\nArguments:\n  mode: How hard to try."
+        "flag: bool = True, tail: float = None) -> str\nLook.\nArguments:\n"
+        "  mode: How hard to try."
     )
-    assert t.parameter_names == ["mode", "tags", "limit", "flag"]
+    assert t.parameter_names == ["mode", "tags", "limit", "flag", "tail"]
     assert t.json_schema == schema
     assert t.json_schema is not t.json_schema
 

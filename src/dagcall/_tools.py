@@ -718,12 +718,18 @@ def schema_signature(
     name: str, schema: Mapping[str, Any], output: Mapping[str, Any] | None = None
 ) -> str:
     """A tool's call signature as the planner sees it, from the JSON Schema of its arguments
-    (and of its result): ``search(query: str, limit: int = 5) -> list[str]``."""
+    (and of its result): ``search(query: str, limit: int = 5) -> list[str]``.  An argument the
+    schema does not require and gives no default for is shown as ``= None`` (it may be left
+    out), so the planner never takes an optional argument for a required one."""
+    required = schema.get("required")
+    needed = set(required) if isinstance(required, list) else set()
     params = []
     for prop, sub in schema.get("properties", {}).items():
         text = f"{prop}: {_type_text(sub)}"
         if isinstance(sub, dict) and "default" in sub:
             text += f" = {_python_literal(sub['default'])}"
+        elif prop not in needed:
+            text += " = None"
         params.append(text)
     head = f"{name}({', '.join(params)})"
     if output is not None:
