@@ -17,9 +17,11 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
 from ._budget import Budget
+from ._context import measured_call
 from ._errors import BudgetError, DagcallError, RunTimeoutError, UsageError
 from ._executor import Executor
 from ._result import (
+    CallRole,
     EventKind,
     LLMCall,
     RunEvent,
@@ -30,7 +32,7 @@ from ._result import (
 )
 from ._scheduler import Scheduler
 from ._tools import Approver, BaseTool
-from .models import Message
+from .models import Completion, Message, Model, complete, complete_with_tools
 
 __all__ = ["Agent", "EventHandler", "RunLimits", "RunScope", "check_limits", "drive"]
 
@@ -185,16 +187,35 @@ class RunScope:
     def task_changed(self, record: TaskRecord) -> None:
         self.emit("task", task=record)
 
-    def streamed(self, messages: Sequence[Message], role: str) -> Callable[[str], None]:
-        """An ``on_text`` for a model call of the run's own: each delta is counted against
-        ``max_tokens`` (stopping a model that streams past it) and sent as ``plan_text``."""
-        meter = self.budget.meter(messages, role)
+    async def call_model(
+        self,
+        role: CallRole,
+        model: Model,
+        messages: Sequence[Message],
+        *,
+        round_index: int = 0,
+        stop: Sequence[str] = (),
+        tools: Sequence[Mapping[str, Any]] | None = None,
+    ) -> Completion:
+        """One model call of the run's own, recorded and held to the budget: streamed text is
+        metered against ``max_tokens`` (stopping a model that streams past it) and sent as
+        ``plan_text`` events; with ``tools``, the call goes through the provider's native
+        tool calls instead."""
+        started = self.now()
+        if tools is None:
+            meter = self.budget.meter(messages, role)
 
-        def on_text(text: str) -> None:
-            meter(text)
-            self.emit("plan_text", text=text)
+            def on_text(text: str) -> None:
+                meter(text)
+                self.emit("plan_text", text=text)
 
-        return on_text
+            completion = await complete(model, messages, stop=stop, on_text=on_text)
+        else:
+            completion = await complete_with_tools(model, messages, tools)
+        ended = self.now()
+        self.add_call(measured_call(role, model, round_index, messages, completion, started, ended))
+        self.budget.check()
+        return completion
 
 
 class Agent:

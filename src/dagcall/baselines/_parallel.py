@@ -15,7 +15,6 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .._context import measured_call
 from .._errors import UnknownToolError, UsageError
 from .._executor import Executor
 from .._plan import TaskSpec
@@ -24,7 +23,7 @@ from .._result import Round, StopReason
 from .._run import Agent, EventHandler, RunLimits, RunScope
 from .._tools import Approver, BaseTool
 from .._toolsets import as_tool
-from ..models import Message, Model, complete, complete_with_tools, resolve_model
+from ..models import Message, Model, resolve_model
 
 __all__ = ["ParallelFunctionCallingAgent", "parse_tool_reply"]
 
@@ -125,18 +124,13 @@ class _ParallelRun(RunScope):
             self.round = turn
             result.rounds.append(rnd)
             self.emit("round_start")
-            started = self.now()
-            if agent.native:
-                completion = await complete_with_tools(agent.model, messages, agent.specs)
-            else:
-                completion = await complete(
-                    agent.model, messages, on_text=self.streamed(messages, "planner")
-                )
-            ended = self.now()
-            self.add_call(
-                measured_call("planner", agent.model, turn, messages, completion, started, ended)
+            completion = await self.call_model(
+                "planner",
+                agent.model,
+                messages,
+                round_index=turn,
+                tools=agent.specs if agent.native else None,
             )
-            self.budget.check()
             text = completion.text.strip()
             rnd.plan = text
             if agent.native:

@@ -13,7 +13,6 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .._context import measured_call
 from .._errors import PlanError, UsageError
 from .._executor import Executor
 from .._joiner import parse_joiner
@@ -23,7 +22,7 @@ from .._result import Round, StopReason
 from .._run import Agent, EventHandler, RunLimits, RunScope
 from .._tools import Approver, BaseTool
 from .._toolsets import as_tool
-from ..models import Message, Model, complete, resolve_model
+from ..models import Message, Model, resolve_model
 
 __all__ = ["ReActAgent"]
 
@@ -91,18 +90,7 @@ class _ReActRun(RunScope):
                     Message("system", agent.system),
                     Message("user", f"Question: {result.question}\n{self.transcript}".rstrip()),
                 ]
-                started = self.now()
-                completion = await complete(
-                    agent.model,
-                    messages,
-                    stop=_STOP,
-                    on_text=self.streamed(messages, "react"),
-                )
-                ended = self.now()
-                self.add_call(
-                    measured_call("react", agent.model, 0, messages, completion, started, ended)
-                )
-                self.budget.check()
+                completion = await self.call_model("react", agent.model, messages, stop=_STOP)
                 text = completion.text.strip()
                 self.transcript += text + "\n"
                 action = _ACTION.search(text)
