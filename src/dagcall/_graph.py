@@ -33,10 +33,6 @@ def _text(label: str, width: int = 48) -> str:
     return re.sub(r'["<>#&$`\x00-\x1f\x7f-\x9f]', lambda m: f"#{ord(m.group(0))};", label)
 
 
-def _class(status: str) -> str:
-    return status
-
-
 def _node(task_id: int) -> str:
     """A Mermaid node name for a task id: ``t7`` for task 7, ``tn7`` for task -7."""
     return f"t{task_id}" if task_id >= 0 else f"tn{-task_id}"
@@ -61,7 +57,7 @@ def mermaid(run: RunResult | Mapping[str, Any]) -> str:
         lines.append(f'  subgraph round{number}["round {number}"]')
         for task_id in ids:
             t = tasks[task_id]
-            css = _class(str(t.status))
+            css = str(t.status)  # read_run made every status one this version knows
             used_classes.add(css)
             label = _text(f"{task_id}. {t.call}", len(str(task_id)) + 50)
             lines.append(f'    {_node(task_id)}["{label}"]:::{css}')

@@ -356,32 +356,38 @@ def run_with_view(
     return compiler.run(question, on_event=wrap(PlainReporter(console).handle))
 
 
+def _start_tracing() -> Callable[[], object]:
+    """``--otel``: install the exporter the standard ``OTEL_*`` variables describe; returns
+    how to flush the spans at the end (an API-only provider has nothing to flush)."""
+    from dagcall.telemetry import configure_from_env
+
+    provider = configure_from_env()
+    flush: Callable[[], object] | None = getattr(provider, "force_flush", None)
+    return flush or (lambda: None)
+
+
 def _observer(enabled: bool) -> tuple[Any, Callable[[], object]]:
     """With ``--otel``: how the service traces each run (its id as ``dagcall.run_id``)."""
     if not enabled:
         return None, (lambda: None)
-    from dagcall.telemetry import Tracing, configure_from_env
+    from dagcall.telemetry import Tracing
 
-    provider = configure_from_env()
+    flush = _start_tracing()
 
     def observe(handler: Handler, run_id: str) -> Handler:
         return Tracing(on_event=handler, attributes={"dagcall.run_id": run_id}).handle
 
-    return observe, getattr(provider, "force_flush", None) or (lambda: None)
+    return observe, flush
 
 
-def _tracing(
-    enabled: bool,
-) -> tuple[Callable[[Handler | None], Handler | None], Callable[[], None]]:
+def _tracing(enabled: bool) -> tuple[Wrap, Callable[[], object]]:
     """With ``--otel``: a wrapper that traces each run (OpenTelemetry, exported where the
     standard ``OTEL_*`` variables say) and how to flush the spans at the end."""
     if not enabled:
         return (lambda handler: handler), (lambda: None)
-    from dagcall.telemetry import Tracing, configure_from_env
+    from dagcall.telemetry import Tracing
 
-    provider = configure_from_env()
-    flush = getattr(provider, "force_flush", None)  # an SDK provider; an API one has none
-    return (lambda handler: Tracing(on_event=handler).handle), flush or (lambda: None)
+    return (lambda handler: Tracing(on_event=handler).handle), _start_tracing()
 
 
 # -- commands ---------------------------------------------------------------------------------
