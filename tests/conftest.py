@@ -41,3 +41,14 @@ def _loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
     """Refuse any connection that is not to 127.0.0.0/8 or ::1, so no test calls a real API."""
     monkeypatch.setattr(socket.socket, "connect", _guarded_connect)
     monkeypatch.setattr(socket.socket, "connect_ex", _guarded_connect_ex)
+
+
+@pytest.fixture
+def dagcall_program() -> str:
+    """The installed ``dagcall`` program (a skip where the package is not installed)."""
+    import shutil
+
+    program = shutil.which("dagcall")
+    if program is None:
+        pytest.skip("the dagcall program is not installed (pip install -e .)")
+    return program

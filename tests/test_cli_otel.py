@@ -4,7 +4,6 @@ where the standard ``OTEL_*`` variables point (a receiver on 127.0.0.1 started b
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -60,11 +59,9 @@ def receiver() -> Iterator[Receiver]:
 
 
 def test_ask_otel_exports_the_runs_span_tree(
-    openai_server: FakeOpenAIServer, receiver: Receiver, tmp_path: Path
+    openai_server: FakeOpenAIServer, receiver: Receiver, tmp_path: Path, dagcall_program: str
 ) -> None:
-    program = shutil.which("dagcall")
-    if program is None:
-        pytest.skip("the dagcall program is not installed (pip install -e .)")
+    program = dagcall_program
     tools = tmp_path / "tools.py"
     tools.write_text(TOOLS)
     openai_server.script(

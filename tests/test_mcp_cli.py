@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import shutil
 import sys
 from pathlib import Path
 
@@ -105,11 +104,9 @@ def test_a_bad_mcp_server_is_one_line(capsys: pytest.CaptureFixture[str], tmp_pa
 
 
 async def test_mcp_serve_is_an_mcp_server_an_mcp_client_can_ask(
-    openai_server: FakeOpenAIServer,
+    openai_server: FakeOpenAIServer, dagcall_program: str
 ) -> None:
-    program = shutil.which("dagcall")
-    if program is None:
-        pytest.skip("the dagcall program is not installed (pip install -e .)")
+    program = dagcall_program
     openai_server.script(Stream(PLAN), Stream(ANSWER))
     params = StdioServerParameters(
         command=program,

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -38,11 +37,9 @@ def _free_port() -> int:
 
 
 def test_serve_answers_an_openai_client_and_stops_on_sigterm(
-    openai_server: FakeOpenAIServer, tmp_path: Path
+    openai_server: FakeOpenAIServer, tmp_path: Path, dagcall_program: str
 ) -> None:
-    program = shutil.which("dagcall")
-    if program is None:
-        pytest.skip("the dagcall program is not installed (pip install -e .)")
+    program = dagcall_program
     tools = tmp_path / "tools.py"
     tools.write_text(TOOLS)
     openai_server.script(
