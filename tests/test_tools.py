@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 from typing import Annotated, Any
 
@@ -119,3 +120,55 @@ async def test_sync_tool_exceptions_propagate() -> None:
 
     with pytest.raises(KeyError, match="missing"):
         await boom.invoke({})
+
+
+# -- placement, resources, retries and caching policy ------------------------------------------
+
+
+def test_remote_and_cache_policy_is_kept_and_checked() -> None:
+    @tool(resources={"num_cpus": 1, "num_gpus": 0.5, "tpu": 2}, retries=2, placement="remote")
+    def heavy(x: int) -> int:
+        return x
+
+    assert heavy.resources == {"num_cpus": 1.0, "num_gpus": 0.5, "tpu": 2.0}
+    assert (heavy.retries, heavy.placement, heavy.cacheable, heavy.cache_ttl) == (
+        2,
+        "remote",
+        False,
+        None,
+    )
+
+    @tool(cacheable=True, cache_ttl=60)
+    def lookup(x: str) -> str:
+        return x
+
+    assert (lookup.cacheable, lookup.cache_ttl, lookup.resources, lookup.placement) == (
+        True,
+        60.0,
+        None,
+        "auto",
+    )
+
+
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [
+        ({"resources": {"num_cpus": -1}}, "resource 'num_cpus'"),
+        ({"resources": {"num_gpus": float("nan")}}, "resource 'num_gpus'"),
+        ({"resources": {"": 1}}, "resource's name"),
+        ({"resources": [("num_cpus", 1)]}, "resources must be a dict"),
+        ({"retries": -1}, "retries must be"),
+        ({"retries": True}, "retries must be"),
+        ({"placement": "gpu"}, "placement must be one of"),
+        ({"cacheable": "yes"}, "cacheable must be"),
+        ({"cacheable": True, "side_effects": True}, "cannot be cacheable"),
+        ({"cache_ttl": 0}, "cache_ttl must be"),
+        ({"cache_ttl": float("inf")}, "cache_ttl must be"),
+    ],
+)
+def test_bad_remote_or_cache_policy_is_refused(options: dict[str, Any], says: str) -> None:
+    def f(x: int) -> int:
+        return x
+
+    with pytest.raises(ToolDefinitionError, match=re.escape(says)):
+        tool(**options)(f)

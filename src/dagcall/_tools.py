@@ -44,7 +44,7 @@ from pydantic_core import to_jsonable_python
 from ._context import ToolContext, _CallControl, _current
 from ._errors import ToolArgumentError, ToolDefinitionError, ToolExecutionError
 
-__all__ = ["Approver", "BaseTool", "Isolation", "Tool", "tool"]
+__all__ = ["Approver", "BaseTool", "Isolation", "Placement", "Tool", "tool"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 #: Decides whether a side-effecting task may run; gets the task's record (its call and
@@ -52,6 +52,12 @@ F = TypeVar("F", bound=Callable[..., Any])
 Approver = Callable[[Any], bool | Awaitable[bool]]
 #: Where a sync tool's calls run: a worker thread of this process, or a process of its own.
 Isolation = Literal["thread", "process"]
+#: Where an executor that can run calls elsewhere (``dagcall.ray.RayExecutor``) runs a tool's
+#: calls: ``"auto"`` (remote when the tool asks for ``resources``, else the executor's
+#: default), ``"local"`` (always in this process), ``"remote"`` (a remote task per call) or
+#: ``"actor"`` (one long-lived remote actor per tool, for async and stateful tools).
+Placement = Literal["auto", "local", "remote", "actor"]
+_PLACEMENTS = ("auto", "local", "remote", "actor")
 
 #: Longest tool name: the limit of the OpenAI and Anthropic function-calling APIs.
 MAX_NAME_CHARS = 64
@@ -77,6 +83,17 @@ class BaseTool(abc.ABC):
     max_concurrency: int | None
     side_effects: bool
     cancel_grace: float
+    #: Resources one call needs where it runs remotely (``num_cpus``, ``num_gpus``,
+    #: ``memory`` in bytes, or a custom resource's name), or ``None``.
+    resources: dict[str, float] | None = None
+    #: How many times a remote executor retries a call that failed (its worker died, or it
+    #: raised); the local executor does not retry.
+    retries: int = 0
+    placement: Placement = "auto"
+    #: Whether equal calls may share one result (common calls run once; the call cache).
+    cacheable: bool = False
+    #: How long a cached result stays fresh, in seconds (``None``: for the cache's life).
+    cache_ttl: float | None = None
 
     def _set_policy(
         self,
@@ -85,6 +102,11 @@ class BaseTool(abc.ABC):
         max_concurrency: object,
         side_effects: object,
         cancel_grace: object,
+        resources: object = None,
+        retries: object = 0,
+        placement: object = "auto",
+        cacheable: object = False,
+        cache_ttl: object = None,
     ) -> None:
         """Check and set the policy fields (``self.name`` must be set)."""
         self.timeout = _seconds(self.name, "timeout", timeout, allow_none=True, allow_zero=False)
@@ -104,6 +126,30 @@ class BaseTool(abc.ABC):
         if not isinstance(side_effects, bool):
             raise ToolDefinitionError(f"tool {self.name!r}: side_effects must be True or False")
         self.side_effects = side_effects
+        self.resources = _resources(self.name, resources)
+        if not isinstance(retries, int) or isinstance(retries, bool) or not 0 <= retries <= 100:
+            raise ToolDefinitionError(
+                f"tool {self.name!r}: retries must be an int from 0 to 100, not "
+                f"{_safe_text(retries, 40, use_repr=True)}"
+            )
+        self.retries = retries
+        if placement not in _PLACEMENTS:
+            raise ToolDefinitionError(
+                f"tool {self.name!r}: placement must be one of {', '.join(_PLACEMENTS)}, not "
+                f"{_safe_text(placement, 40, use_repr=True)}"
+            )
+        self.placement = cast(Placement, placement)
+        if not isinstance(cacheable, bool):
+            raise ToolDefinitionError(f"tool {self.name!r}: cacheable must be True or False")
+        if cacheable and side_effects:
+            raise ToolDefinitionError(
+                f"tool {self.name!r}: a tool with side effects cannot be cacheable (each call "
+                "must really happen)"
+            )
+        self.cacheable = cacheable
+        self.cache_ttl = _seconds(
+            self.name, "cache_ttl", cache_ttl, allow_none=True, allow_zero=False
+        )
 
     @property
     @abc.abstractmethod
@@ -176,6 +222,11 @@ class Tool(BaseTool):
         side_effects: bool = False,
         isolation: Isolation = "thread",
         cancel_grace: float = 0.5,
+        resources: Mapping[str, float] | None = None,
+        retries: int = 0,
+        placement: Placement = "auto",
+        cacheable: bool = False,
+        cache_ttl: float | None = None,
     ) -> None:
         if isinstance(function, Tool):
             raise ToolDefinitionError(f"{function!r} is already a tool")
@@ -196,6 +247,11 @@ class Tool(BaseTool):
             max_concurrency=max_concurrency,
             side_effects=side_effects,
             cancel_grace=cancel_grace,
+            resources=resources,
+            retries=retries,
+            placement=placement,
+            cacheable=cacheable,
+            cache_ttl=cache_ttl,
         )
         if isolation not in ("thread", "process"):
             raise ToolDefinitionError(
@@ -555,6 +611,35 @@ def _seconds(
             f"{_safe_text(value, 40, use_repr=True)}"
         )
     return seconds
+
+
+def _resources(tool_name: str, value: object) -> dict[str, float] | None:
+    """A tool's ``resources``: names to finite, non-negative amounts, or ``None``."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise ToolDefinitionError(
+            f"tool {tool_name!r}: resources must be a dict of names to amounts, not "
+            f"{_safe_text(value, 60, use_repr=True)}"
+        )
+    checked: dict[str, float] = {}
+    for key, amount in value.items():
+        if not isinstance(key, str) or not key or len(key) > 100:
+            raise ToolDefinitionError(
+                f"tool {tool_name!r}: a resource's name must be a non-empty str, not "
+                f"{_safe_text(key, 40, use_repr=True)}"
+            )
+        number = math.nan
+        if isinstance(amount, int | float) and not isinstance(amount, bool):
+            with contextlib.suppress(OverflowError):
+                number = float(amount)
+        if not math.isfinite(number) or number < 0:
+            raise ToolDefinitionError(
+                f"tool {tool_name!r}: resource {key!r} must be a finite amount of at least 0, "
+                f"not {_safe_text(amount, 40, use_repr=True)}"
+            )
+        checked[key] = number
+    return checked
 
 
 def _innermost(function: Any) -> Any:
@@ -1307,6 +1392,11 @@ def tool(
     side_effects: bool = False,
     isolation: Isolation = "thread",
     cancel_grace: float = 0.5,
+    resources: Mapping[str, float] | None = None,
+    retries: int = 0,
+    placement: Placement = "auto",
+    cacheable: bool = False,
+    cache_ttl: float | None = None,
 ) -> Callable[[F], Tool]: ...
 
 
@@ -1321,6 +1411,11 @@ def tool(
     side_effects: bool = False,
     isolation: Isolation = "thread",
     cancel_grace: float = 0.5,
+    resources: Mapping[str, float] | None = None,
+    retries: int = 0,
+    placement: Placement = "auto",
+    cacheable: bool = False,
+    cache_ttl: float | None = None,
 ) -> Tool | Callable[[F], Tool]:
     """Make a sync or async function a tool.
 
@@ -1340,6 +1435,12 @@ def tool(
     is told so through ``current_tool_context().cancelled`` and given ``cancel_grace``
     seconds; if its thread is still running then, the task is recorded as abandoned (it may
     still complete its side effects).  See :class:`Tool` for what is refused at definition.
+
+    For executors that run calls elsewhere (``dagcall.ray.RayExecutor``): ``resources``
+    (``{"num_cpus": 1, "num_gpus": 0.5, "my_resource": 1}``) is what one call needs,
+    ``retries`` how many times a failed call is tried again, and ``placement`` where its
+    calls run (see :data:`Placement`).  ``cacheable=True`` marks a tool whose equal calls may
+    share one result (no side effects); ``cache_ttl`` bounds how long a cached result lives.
     """
 
     def make(fn: F) -> Tool:
@@ -1352,6 +1453,11 @@ def tool(
             side_effects=side_effects,
             isolation=isolation,
             cancel_grace=cancel_grace,
+            resources=resources,
+            retries=retries,
+            placement=placement,
+            cacheable=cacheable,
+            cache_ttl=cache_ttl,
         )
 
     return make(function) if function is not None else make

@@ -23,6 +23,7 @@ from ._context import _CallControl, _current
 from ._errors import DagcallError, ToolArgumentError, ToolDefinitionError, UsageError
 from ._tools import (
     BaseTool,
+    Placement,
     Tool,
     _bounded,
     _exception_text,
@@ -70,6 +71,11 @@ class SchemaTool(BaseTool):
         max_concurrency: int | None = None,
         side_effects: bool = False,
         cancel_grace: float = 0.5,
+        resources: Mapping[str, float] | None = None,
+        retries: int = 0,
+        placement: Placement = "auto",
+        cacheable: bool = False,
+        cache_ttl: float | None = None,
     ) -> None:
         self.name = _tool_name(invoke, name)
         if not isinstance(description, str):
@@ -82,6 +88,11 @@ class SchemaTool(BaseTool):
             max_concurrency=max_concurrency,
             side_effects=side_effects,
             cancel_grace=cancel_grace,
+            resources=resources,
+            retries=retries,
+            placement=placement,
+            cacheable=cacheable,
+            cache_ttl=cache_ttl,
         )
         if not callable(invoke) or not _is_async(invoke):
             raise ToolDefinitionError(
