@@ -79,6 +79,8 @@ PUBLIC_MODULES = (
     "dagcall.mcp",
     "dagcall.langchain",
     "dagcall.telemetry",
+    "dagcall.batch",
+    "dagcall.ray",
 )
 
 

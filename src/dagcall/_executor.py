@@ -100,8 +100,21 @@ class AsyncioExecutor:
     ) -> None:
         self._approve = approve
         self._tool_timeout = tool_timeout
+        self._max_concurrency = max_concurrency
         self._global = asyncio.Semaphore(max_concurrency) if max_concurrency else None
         self._per_tool: dict[str, asyncio.Semaphore] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _limits(self, tool: BaseTool) -> tuple[asyncio.Semaphore | None, asyncio.Semaphore | None]:
+        """The tool's own limit and the global one, made anew when the event loop changed (an
+        executor kept across ``Compiler.run`` calls, each on its own loop)."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._loop = loop
+            cap = self._max_concurrency
+            self._global = asyncio.Semaphore(cap) if cap else None
+            self._per_tool = {}
+        return self._tool_limit(tool), self._global
 
     def _tool_limit(self, tool: BaseTool) -> asyncio.Semaphore | None:
         if not tool.max_concurrency:
@@ -116,8 +129,9 @@ class AsyncioExecutor:
         # Set in this asyncio task's own context, so the tool sees it from its thread too.
         _current.set(invocation.context)
         control = invocation.context._control
+        per_tool, overall = self._limits(tool)
         try:
-            async with _maybe(self._tool_limit(tool)), _maybe(self._global):
+            async with _maybe(per_tool), _maybe(overall):
                 invocation.started()
                 record.resolved_args = tool.validate(
                     invocation.args, invocation.kwargs, task_id=record.id
@@ -129,7 +143,7 @@ class AsyncioExecutor:
                     timeout = None
                 try:
                     async with asyncio.timeout(timeout) as scope:
-                        output = await tool.invoke(record.resolved_args)
+                        output = await self._run_call(invocation)
                 except TimeoutError:
                     if not scope.expired():
                         raise
@@ -148,6 +162,17 @@ class AsyncioExecutor:
             return Outcome.failed(_tool_error(record, tool, exc))
         except BaseException as exc:  # whatever a tool raises is its failure
             return Outcome.failed(tool_failure(record, tool, exc))
+
+    async def _run_call(self, invocation: Invocation) -> Any:
+        """Run the validated, approved call (``invocation.record.resolved_args``) and return
+        its output: the one step an executor that runs calls elsewhere overrides.
+
+        Everything around it is shared: the limits are held, ``started()`` was called, the
+        timeout is running and ``current_tool_context()`` is set.  Raise what the tool raised
+        (it becomes a failed outcome); when cancelled (the run's cancellation, or the timeout),
+        stop the call, note how on ``invocation.context._control`` and let the
+        ``CancelledError`` through."""
+        return await invocation.tool.invoke(invocation.record.resolved_args or {})
 
     async def _check_approval(self, tool: BaseTool, record: TaskRecord) -> None:
         """Run the approver; only ``True`` approves (anything else, or its failing, refuses)."""

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol, Self, runtime_checkable
 
 import platformdirs
 
@@ -45,15 +45,23 @@ from ._records import read_run
 from ._result import RunResult, observation_text
 
 __all__ = [
+    "STORE_ENV",
     "RunListing",
     "RunNotFoundError",
     "RunStore",
     "RunSummary",
+    "Store",
+    "StoreConnectionError",
     "StoredRun",
     "default_path",
+    "is_store_url",
+    "open_store",
+    "store_location",
 ]
 
 SCHEMA_VERSION = 1
+#: The environment variable naming the run store: a SQLite file's path or a PostgreSQL URL.
+STORE_ENV = "DAGCALL_STORE"
 #: Seconds to wait for another process's lock on the store before giving up.
 LOCK_TIMEOUT = 30.0
 #: When a damaged table hides how many rows it has, how far past the last readable row id to
@@ -126,6 +134,12 @@ _SUMMARY_COLUMNS = (
 
 class RunNotFoundError(UsageError):
     """No saved run has that id (or the prefix names several)."""
+
+
+class StoreConnectionError(UsageError):
+    """The run store's database server cannot be reached, or refused the connection (down,
+    a wrong host or port, a wrong user or password); the message names the server, never the
+    password."""
 
 
 @dataclass(frozen=True)
@@ -320,6 +334,85 @@ def _summary(row: tuple[Any, ...]) -> RunSummary:
     )
 
 
+@runtime_checkable
+class Store(Protocol):
+    """What every run store does (:class:`RunStore` on SQLite, :class:`PostgresRunStore` on
+    a PostgreSQL server); :func:`open_store` opens the one a path or URL names."""
+
+    @property
+    def location(self) -> str:
+        """The store for messages: the file's path, or the server's URL without password."""
+        ...
+
+    def save(
+        self, result: RunResult, *, planner: str = "", joiner: str = "", run_id: str | None = None
+    ) -> str: ...
+
+    def load(self, run_id: str) -> StoredRun: ...
+
+    def delete(self, run_id: str) -> None: ...
+
+    def list_runs(self, limit: int = 20) -> list[RunSummary]: ...
+
+    def scan(self, limit: int = 20) -> RunListing: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_POSTGRES_SCHEMES = ("postgresql", "postgres")
+
+
+def is_store_url(spec: str | os.PathLike[str]) -> bool:
+    """Whether ``spec`` is a PostgreSQL URL (``postgresql://`` or ``postgres://``) rather than
+    a SQLite file's path."""
+    if not isinstance(spec, str):
+        return False
+    scheme, sep, _ = spec.strip().partition("://")
+    return bool(sep) and scheme.lower() in _POSTGRES_SCHEMES
+
+
+def store_location(spec: str | os.PathLike[str] | None = None) -> str | Path:
+    """What :func:`open_store` opens for ``spec``: a PostgreSQL URL (``str``, as given) or a
+    SQLite file's :class:`~pathlib.Path`; ``None`` (or empty) means ``$DAGCALL_STORE``, else
+    :func:`default_path`."""
+    if spec is None or (isinstance(spec, str) and not spec.strip()):
+        spec = os.environ.get(STORE_ENV, "").strip() or None
+        if spec is None:
+            return default_path()
+    if is_store_url(spec):
+        return str(spec).strip()
+    if isinstance(spec, str) and _URL.match(spec.strip()):
+        scheme = spec.strip().split("://", 1)[0]
+        raise UsageError(
+            f"the run store {scheme}://… is not supported: give a SQLite file's path or a "
+            "postgresql:// URL"
+        )
+    return Path(spec).expanduser()
+
+
+def open_store(spec: str | os.PathLike[str] | None = None, *, create: bool = True) -> Store:
+    """The run store ``spec`` names: a ``postgresql://`` (or ``postgres://``) URL opens a
+    :class:`PostgresRunStore` (the ``postgres`` extra), a path a SQLite :class:`RunStore`;
+    ``None`` means ``$DAGCALL_STORE``, else :func:`default_path`.  ``create=False`` opens an
+    existing store for reading without creating or changing anything."""
+    where = store_location(spec)
+    if isinstance(where, str):
+        from ._pgstore import PostgresRunStore
+
+        return PostgresRunStore(where, create=create)
+    return RunStore(where, create=create)
+
+
 class RunStore:
     """Saved runs in a SQLite file; safe to share between threads and processes.
 
@@ -403,6 +496,11 @@ class RunStore:
             with suppress(sqlite3.Error):
                 self._db.close()
             self._db = None
+
+    @property
+    def location(self) -> str:
+        """The store file's path, for messages."""
+        return str(self.path)
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -503,72 +601,11 @@ class RunStore:
         """Save a run; returns its id (12 hex digits, new unless ``run_id`` gives one, say a
         service's id for the run; any unique prefix finds it again).  An id that is taken or
         not 1 to 32 lower-case hex digits is a :class:`~dagcall.UsageError`."""
-        try:
-            data: Any = json.loads(result.to_json(indent=None))
-        except (TypeError, ValueError, RecursionError) as exc:
-            raise UsageError(
-                f"the run cannot be saved: it cannot be written as JSON ({type(exc).__name__}: "
-                f"{exc})"
-            ) from exc
+        data = _run_data(result)
         if self._empty:
             raise UsageError(f"the run store {self.path} was opened for reading only")
-        if run_id is None:
-            run_id = secrets.token_hex(6)
-        elif not (0 < len(run_id) <= 32 and _is_run_id(run_id)):
-            raise UsageError(f"a run id is 1 to 32 lower-case hex digits, not {run_id[:40]!r}")
-        statuses = [str(getattr(t.status, "value", t.status)) for t in result.tasks]
-        runs_row = (
-            run_id,
-            datetime.now(UTC).isoformat(timespec="seconds"),
-            result.question,
-            result.answer,
-            result.stop_reason,
-            result.wall_time,
-            planner,
-            joiner,
-            result.input_tokens,
-            result.output_tokens,
-            result.llm_calls,
-            statuses.count("done"),
-            len(statuses) - statuses.count("done"),
-            _json_text(data),
-        )
-        rounds = [(run_id, r.index, r.plan, r.joiner_output, r.decision) for r in result.rounds]
-        tasks = [
-            (
-                run_id,
-                t.id,
-                t.round,
-                t.tool,
-                t.call,
-                _json_text([_sql_dep(d) for d in t.deps]),
-                status,
-                observation_text(t.output, None) if t.output is not None else None,
-                _error_text(t.error),
-                t.parsed_at,
-                t.ready_at,
-                t.started_at,
-                t.ended_at,
-            )
-            for t, status in zip(result.tasks, statuses, strict=True)
-        ]
-        calls = [
-            (
-                run_id,
-                seq,
-                c.role,
-                c.model,
-                c.round,
-                c.task_id,
-                c.input_tokens,
-                c.output_tokens,
-                int(bool(c.estimated)),
-                c.started_at,
-                c.ended_at,
-                c.time_to_first_token,
-            )
-            for seq, c in enumerate(result.usage)
-        ]
+        run_id = _new_run_id(run_id)
+        runs_row, rounds, tasks, calls = _run_records(result, data, run_id, planner, joiner)
         with self._failures("save the run"), self._transaction() as db:
             taken = db.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone()
             if taken is not None:
@@ -733,28 +770,7 @@ class RunStore:
                 raise UsageError(self._explain(exc, f"read run {full}")) from exc
         if row is None:
             raise RunNotFoundError(f"no saved run {run_id}; 'dagcall runs' lists them")
-        text = _as_text(row[1])
-        try:
-            data = json.loads(text)
-        except (ValueError, RecursionError) as exc:
-            raise UsageError(
-                f"run {full} in {self.path} cannot be read: its stored JSON is damaged "
-                f"({type(exc).__name__}: {_short(str(exc))}); the other runs are not affected"
-            ) from exc
-        if not isinstance(data, dict):
-            raise UsageError(
-                f"run {full} in {self.path} cannot be read: its stored JSON is a "
-                f"{type(data).__name__}, not a run; the other runs are not affected"
-            )
-        for name in ("id", "created_at", "planner", "joiner", "repairs"):
-            data.pop(name, None)  # the columns say these
-        run, repairs = read_run(data, StoredRun)
-        run.id = full
-        run.created_at = _as_text(row[2])
-        run.planner = _as_text(row[3])
-        run.joiner = _as_text(row[4])
-        run.repairs = repairs
-        return run
+        return _stored_run(full, _as_text(row[1]), row[2], row[3], row[4], str(self.path))
 
     def _resolve(self, run_id: str) -> tuple[str, int]:
         """The full id and row id of the run ``run_id`` (a unique prefix) names."""
@@ -856,3 +872,116 @@ def _error_text(error: object) -> str | None:
 def _short(text: str, width: int = 200) -> str:
     text = " ".join(text.split())
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _run_data(result: RunResult) -> Any:
+    """The run's JSON data (what ``result_json`` holds), or a UsageError saying why not."""
+    try:
+        return json.loads(result.to_json(indent=None))
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise UsageError(
+            f"the run cannot be saved: it cannot be written as JSON ({type(exc).__name__}: {exc})"
+        ) from exc
+
+
+def _new_run_id(run_id: str | None) -> str:
+    """A new run id, or ``run_id`` checked (1 to 32 lower-case hex digits)."""
+    if run_id is None:
+        return secrets.token_hex(6)
+    if not (0 < len(run_id) <= 32 and _is_run_id(run_id)):
+        raise UsageError(f"a run id is 1 to 32 lower-case hex digits, not {run_id[:40]!r}")
+    return run_id
+
+
+_Record = tuple[object, ...]
+
+
+def _run_records(
+    result: RunResult, data: Any, run_id: str, planner: str, joiner: str
+) -> tuple[_Record, list[_Record], list[_Record], list[_Record]]:
+    """The rows of ``runs``, ``rounds``, ``tasks`` and ``llm_calls`` for a run, in the
+    tables' column order, as Python values (each store makes them values it can bind)."""
+    statuses = [str(getattr(t.status, "value", t.status)) for t in result.tasks]
+    runs_row = (
+        run_id,
+        datetime.now(UTC).isoformat(timespec="seconds"),
+        result.question,
+        result.answer,
+        result.stop_reason,
+        result.wall_time,
+        planner,
+        joiner,
+        result.input_tokens,
+        result.output_tokens,
+        result.llm_calls,
+        statuses.count("done"),
+        len(statuses) - statuses.count("done"),
+        _json_text(data),
+    )
+    rounds: list[_Record] = [
+        (run_id, r.index, r.plan, r.joiner_output, r.decision) for r in result.rounds
+    ]
+    tasks: list[_Record] = [
+        (
+            run_id,
+            t.id,
+            t.round,
+            t.tool,
+            t.call,
+            _json_text([_sql_dep(d) for d in t.deps]),
+            status,
+            observation_text(t.output, None) if t.output is not None else None,
+            _error_text(t.error),
+            t.parsed_at,
+            t.ready_at,
+            t.started_at,
+            t.ended_at,
+        )
+        for t, status in zip(result.tasks, statuses, strict=True)
+    ]
+    calls: list[_Record] = [
+        (
+            run_id,
+            seq,
+            c.role,
+            c.model,
+            c.round,
+            c.task_id,
+            c.input_tokens,
+            c.output_tokens,
+            int(bool(c.estimated)),
+            c.started_at,
+            c.ended_at,
+            c.time_to_first_token,
+        )
+        for seq, c in enumerate(result.usage)
+    ]
+    return runs_row, rounds, tasks, calls
+
+
+def _stored_run(
+    full: str, text: str, created_at: object, planner: object, joiner: object, where: str
+) -> StoredRun:
+    """A stored run read back from its ``result_json`` and columns, through :func:`read_run`
+    (a damaged record is read as far as it can be); ``where`` names the store."""
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise UsageError(
+            f"run {full} in {where} cannot be read: its stored JSON is damaged "
+            f"({type(exc).__name__}: {_short(str(exc))}); the other runs are not affected"
+        ) from exc
+    if not isinstance(data, dict):
+        raise UsageError(
+            f"run {full} in {where} cannot be read: its stored JSON is a "
+            f"{type(data).__name__}, not a run; the other runs are not affected"
+        )
+    for name in ("id", "created_at", "planner", "joiner", "repairs"):
+        data.pop(name, None)  # the columns say these
+    run, repairs = read_run(data, StoredRun)
+    run.id = full
+    run.created_at = _as_text(created_at)
+    run.planner = _as_text(planner)
+    run.joiner = _as_text(joiner)
+    run.repairs = repairs
+    return run

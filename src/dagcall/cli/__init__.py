@@ -38,7 +38,7 @@ from dagcall.models import Model, resolve_model
 from ._live import LiveView, PlainReporter, as_json_ready, render_result, summary_line
 
 if TYPE_CHECKING:
-    from dagcall.store import RunStore, StoredRun
+    from dagcall.store import Store, StoredRun
 
 __all__ = ["main"]
 
@@ -467,7 +467,13 @@ def cli() -> None:
     help="Run budget, s.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the whole result as JSON.")
-@click.option("--save", is_flag=True, help="Save the run in the local run store.")
+@click.option("--save", is_flag=True, help="Save the run in the run store.")
+@click.option(
+    "--store",
+    metavar="PATH|URL",
+    help="The run store --save writes to: a SQLite file or a postgresql:// URL "
+    "(default: $DAGCALL_STORE, else the local file).",
+)
 @click.option("--yes", "-y", is_flag=True, help="Approve every call of a side-effecting tool.")
 @click.option(
     "--otel", is_flag=True, help="Trace the run with OpenTelemetry (OTEL_* variables; otel extra)."
@@ -483,6 +489,7 @@ def ask(
     timeout: float | None,
     as_json: bool,
     save: bool,
+    store: str | None,
     yes: bool,
     mcp: tuple[str, ...],
     mcp_config: Path | None,
@@ -520,9 +527,9 @@ def ask(
         partial = getattr(exc, "result", None)
         if not save or not isinstance(partial, RunResult):
             raise
-        _fail_with_partial_run(exc, partial, compiler)
+        _fail_with_partial_run(exc, partial, compiler, store)
     flush()
-    run_id, save_error = _try_save(result, compiler) if save else (None, None)
+    run_id, save_error = _try_save(result, compiler, store) if save else (None, None)
     if as_json:
         _echo_json(result, run_id)
     else:
@@ -543,8 +550,9 @@ def ask(
 @click.option(
     "--store",
     "store_path",
-    type=click.Path(path_type=Path),
-    help="The run store (default: the one `dagcall runs` reads).",
+    metavar="PATH|URL",
+    help="The run store: a SQLite file or a postgresql:// URL (default: $DAGCALL_STORE, else "
+    "the one `dagcall runs` reads).",
 )
 @click.option("--no-store", is_flag=True, help="Keep finished runs in memory only.")
 @click.option("--max-concurrent-runs", default=16, show_default=True, type=click.IntRange(1))
@@ -573,7 +581,7 @@ def serve(
     host: str,
     port: int,
     token: str | None,
-    store_path: Path | None,
+    store_path: str | None,
     no_store: bool,
     max_concurrent_runs: int,
     max_body_bytes: int,
@@ -586,7 +594,7 @@ def serve(
     """Serve dagcall over HTTP: the runs API with live events, an OpenAI-compatible
     /v1/chat/completions, and the web view at / (the service extra)."""
     from dagcall.service import serve as serve_http
-    from dagcall.store import RunStore, default_path
+    from dagcall.store import open_store
 
     compiler = build_compiler(
         model=model,
@@ -601,7 +609,7 @@ def serve(
         mcp=mcp,
         mcp_config=mcp_config,
     )
-    store = None if no_store else RunStore(store_path or default_path())
+    store = None if no_store else open_store(store_path)
     observe, flush = _observer(otel)
     serve_http(
         compiler,
@@ -689,19 +697,24 @@ def _echo_json(result: RunResult, run_id: str | None) -> None:
     click.echo(text)
 
 
-def _try_save(result: RunResult, compiler: Compiler) -> tuple[str | None, str | None]:
-    """Save the run: ``(run id, None)``, or ``(None, why it failed)``."""
+def _try_save(
+    result: RunResult, compiler: Compiler, store: str | None = None
+) -> tuple[str | None, str | None]:
+    """Save the run (in the run store ``store`` names): ``(run id, None)``, or ``(None, why it
+    failed)``."""
     try:
-        return _save(result, compiler), None
+        return _save(result, compiler, store), None
     except DagcallError as exc:
         return None, exc.message.removeprefix("cannot save the run: ")
     except Exception as exc:
         return None, _describe(exc)
 
 
-def _fail_with_partial_run(exc: Exception, partial: RunResult, compiler: Compiler) -> NoReturn:
+def _fail_with_partial_run(
+    exc: Exception, partial: RunResult, compiler: Compiler, store: str | None = None
+) -> NoReturn:
     """A run that failed part-way with --save: save what it did, then fail in one line."""
-    run_id, save_error = _try_save(partial, compiler)
+    run_id, save_error = _try_save(partial, compiler, store)
     if isinstance(exc, DagcallError):
         message, code = exc.message, 2 if isinstance(exc, UsageError) else 1
     else:
@@ -715,10 +728,10 @@ def _fail_with_partial_run(exc: Exception, partial: RunResult, compiler: Compile
     raise _Failure(message, code) from exc
 
 
-def _save(result: RunResult, compiler: Compiler) -> str:
-    from dagcall.store import RunStore
+def _save(result: RunResult, compiler: Compiler, spec: str | None = None) -> str:
+    from dagcall.store import open_store
 
-    with RunStore() as store:
+    with open_store(spec) as store:
         run_id = store.save(result, planner=compiler.planner.name, joiner=compiler.joiner.name)
     _SAVED.append(run_id)
     return run_id
@@ -808,12 +821,16 @@ def comparison_table(
     return table
 
 
+_STORE_HELP = "The run store: a SQLite file or a postgresql:// URL (default: $DAGCALL_STORE)."
+
+
 @cli.command()
 @click.option("--limit", "-n", default=20, show_default=True, type=click.IntRange(1))
-def runs(limit: int) -> None:
+@click.option("--store", "store_spec", metavar="PATH|URL", help=_STORE_HELP)
+def runs(limit: int, store_spec: str | None) -> None:
     """List saved runs, newest first."""
     out = _stdout()
-    store = _open_store()
+    store = _open_store(store_spec)
     if store is None:
         out.print("no saved runs yet: use dagcall ask --save or dagcall demo --save")
         return
@@ -836,23 +853,24 @@ def _short_text(text: object, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def _open_store() -> RunStore | None:
-    """The run store for reading, or ``None`` when there is none yet (nothing is created)."""
-    from dagcall.store import RunStore, default_path
+def _open_store(spec: str | None = None) -> Store | None:
+    """The run store for reading (``spec``, else $DAGCALL_STORE, else the local file), or
+    ``None`` when there is no store file yet (nothing is created)."""
+    from dagcall.store import open_store, store_location
 
-    path = default_path()
-    if not path.exists() and not path.is_symlink():
+    where = store_location(spec)
+    if isinstance(where, Path) and not where.exists() and not where.is_symlink():
         return None
-    return RunStore(path, create=False)
+    return open_store(where, create=False)
 
 
-def _load_run(run_id: str) -> StoredRun:
-    from dagcall.store import RunNotFoundError, default_path
+def _load_run(run_id: str, spec: str | None = None) -> StoredRun:
+    from dagcall.store import RunNotFoundError, store_location
 
-    store = _open_store()
+    store = _open_store(spec)
     if store is None:
         raise RunNotFoundError(
-            f"no saved run {run_id}: there is no run store at {default_path()} yet"
+            f"no saved run {run_id}: there is no run store at {store_location(spec)} yet"
         )
     with store:
         return store.load(run_id)
@@ -861,9 +879,10 @@ def _load_run(run_id: str) -> StoredRun:
 @cli.command()
 @click.argument("run_id")
 @click.option("--json", "as_json", is_flag=True, help="Print the saved run as JSON.")
-def show(run_id: str, as_json: bool) -> None:
+@click.option("--store", "store_spec", metavar="PATH|URL", help=_STORE_HELP)
+def show(run_id: str, as_json: bool, store_spec: str | None) -> None:
     """Print a saved run: its plans, tasks with timings, and LLM calls."""
-    stored = _load_run(run_id)
+    stored = _load_run(run_id, store_spec)
     if as_json:
         click.echo(stored.to_json())
         return
@@ -883,8 +902,13 @@ def show(run_id: str, as_json: bool) -> None:
         started, ended = t.started_at, t.ended_at
         span = f"{started:.2f}s→{ended:.2f}s" if started is not None and ended is not None else ""
         detail = t.error.message if t.error is not None else _output_text(t.output)
+        shared = ""  # common calls run once, and the call cache
+        if t.reused_from is not None:
+            shared += f"  (reused task {t.reused_from})"
+        if t.cache == "hit":
+            shared += "  (cache hit)"
         out.print(
-            f"  {t.id}. {_shown(t.call)}  {_short_text(str(t.status), 40)}"
+            f"  {t.id}. {_shown(t.call)}  {_short_text(str(t.status), 40)}{shared}"
             f"  {span}  {_short_text(detail, 80)}",
             markup=False,
         )
@@ -1014,8 +1038,9 @@ def loadtest(
     "-w",
     "workloads",
     multiple=True,
-    type=click.Choice(["parallelqa", "hotpotqa", "movies", "game24"]),
-    help="A workload to run (repeatable; default: all four).",
+    type=click.Choice(["parallelqa", "hotpotqa", "movies", "game24", "webshop"]),
+    help="A workload to run (repeatable; default: all five, or Game of 24 alone when the "
+    "datasets are absent).",
 )
 @click.option(
     "--model",
@@ -1065,7 +1090,8 @@ def bench(
     out: Path | None,
 ) -> None:
     """Reproduce the paper's comparisons: ReAct, parallel function calling and dagcall on
-    ParallelQA, HotpotQA and Movie Recommendation, and Tree-of-Thoughts on Game of 24."""
+    ParallelQA, HotpotQA and Movie Recommendation, Tree-of-Thoughts on Game of 24, and ReAct
+    and a LATS-style tree search on WebShop (an offline store)."""
     from dagcall.bench import (
         BenchConfig,
         SimulatedModel,
@@ -1075,16 +1101,23 @@ def bench(
         write_report,
     )
 
-    chosen = list(workloads) or ["parallelqa", "hotpotqa", "movies", "game24"]
+    chosen = list(workloads) or ["parallelqa", "hotpotqa", "movies", "game24", "webshop"]
+    if not workloads and importlib.util.find_spec("bm25s") is None:  # WebShop's search
+        _stderr().print("bm25s not installed (the docs extra): leaving WebShop out")
+        chosen.remove("webshop")
     datasets = find_datasets(data)
-    if datasets is None and any(w != "game24" for w in chosen):
+    offline = ("game24", "webshop")  # generated by the benchmark itself: no datasets needed
+    if datasets is None and any(w not in offline for w in chosen):
         if workloads:
             raise UsageError(
                 "the LLMCompiler datasets were not found: pass --data DIR (the folder holding "
                 "parallelqa_dataset.json) or set DAGCALL_DATASETS"
             )
-        _stderr().print("datasets not found (--data DIR): running Game of 24 only")
-        chosen = ["game24"]
+        chosen = [w for w in chosen if w in offline]
+        _stderr().print(
+            "datasets not found (--data DIR): running only the workloads the benchmark "
+            f"generates itself ({', '.join(chosen)})"
+        )
     real = _model(model, _stderr())
     if isinstance(real, SimulatedModel):  # the latency model, on the reference answers
         config = BenchConfig(
@@ -1118,6 +1151,11 @@ def bench(
             _fail(f"cannot write the report to {out}: {exc.strerror or exc}")
         for path in written:
             err.print(f"wrote {path}", highlight=False, markup=False)
+
+
+from ._batch import batch as _batch  # noqa: E402 - it uses the helpers above
+
+cli.add_command(_batch)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

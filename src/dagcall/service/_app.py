@@ -19,7 +19,7 @@ from starlette.staticfiles import StaticFiles
 
 import dagcall
 from dagcall import Compiler, UsageError
-from dagcall.store import RunStore
+from dagcall.store import Store
 
 from . import _openai
 from ._auth import Gate, is_loopback
@@ -72,7 +72,7 @@ class RunRequest(BaseModel):
 def create_app(
     compiler: Compiler,
     *,
-    store: RunStore | None = None,
+    store: Store | None = None,
     token: str | None = None,
     host: str = "127.0.0.1",
     max_concurrent_runs: int = 16,

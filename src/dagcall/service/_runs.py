@@ -18,7 +18,7 @@ from itertools import islice
 from typing import Any
 
 from dagcall import Compiler, DagcallError, RunEvent, RunResult, StopReason, UsageError
-from dagcall.store import RunNotFoundError, RunStore, StoredRun
+from dagcall.store import RunNotFoundError, Store, StoredRun
 
 #: Wraps a run's event handler, given the run's id (for tracing each run).
 Observer = Callable[[Callable[[RunEvent], None], str], Callable[[RunEvent], None]]
@@ -205,7 +205,7 @@ class RunManager:
         self,
         compiler: Compiler,
         *,
-        store: RunStore | None = None,
+        store: Store | None = None,
         max_concurrent_runs: int = 16,
         run_timeout: float | None = None,
         event_buffer: int = 4096,

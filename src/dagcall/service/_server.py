@@ -11,7 +11,7 @@ import socket
 import uvicorn
 
 from dagcall import Compiler
-from dagcall.store import RunStore
+from dagcall.store import Store
 
 from ._app import create_app
 from ._runs import Observer, RunManager
@@ -42,7 +42,7 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8000,
     token: str | None = None,
-    store: RunStore | None = None,
+    store: Store | None = None,
     max_concurrent_runs: int = 16,
     max_body_bytes: int = 1_000_000,
     max_question_chars: int = 20_000,
