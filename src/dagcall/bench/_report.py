@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import statistics
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,15 @@ from dagcall.viz import require_matplotlib
 
 from ._runner import BenchRecord
 
-__all__ = ["PAPER", "Summary", "markdown_table", "plot_gantt", "plot_latency", "summarize"]
+__all__ = [
+    "PAPER",
+    "Summary",
+    "markdown_table",
+    "plot_gantt",
+    "plot_latency",
+    "reward_table",
+    "summarize",
+]
 
 #: The paper's figures versus ReAct (speedup, cost ratio), for the report's last column.
 PAPER: dict[str, str] = {
@@ -22,6 +30,7 @@ PAPER: dict[str, str] = {
     "movies": "3.74x faster, 6.73x cheaper (GPT-3.5)",
     "parallelqa": "2.27x faster (LLaMA-2-70B), 2.15x faster (GPT-4), 4.65x cheaper (GPT-4)",
     "game24": "2.89x faster than Tree-of-Thoughts (GPT-4)",
+    "webshop": "up to 101.7x faster than the baselines (ReAct, LATS), 25.7% higher success rate",
 }
 
 
@@ -53,17 +62,24 @@ class Summary:
     speedup: float | None = None  # baseline's mean latency over this system's
     cost_ratio: float | None = None  # baseline's mean cost over this system's
     bound_ratio: float | None = None  # mean of latency / critical-path bound
+    mean_reward: float | None = None  # WebShop: the mean purchase reward (accuracy: success)
+    #: Speedup and cost ratio against other baselines of the workload (WebShop: LATS).
+    versus: dict[str, dict[str, float | None]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
 
 def summarize(
-    records: Sequence[BenchRecord], baselines: Mapping[str, str] | None = None
+    records: Sequence[BenchRecord],
+    baselines: Mapping[str, str] | None = None,
+    others: Mapping[str, Sequence[str]] | None = None,
 ) -> list[Summary]:
     """Per workload and system; speedups and cost ratios against each workload's baseline
-    (ReAct, or the sequential Tree-of-Thoughts for Game of 24)."""
+    (ReAct, or the sequential Tree-of-Thoughts for Game of 24), and in ``versus`` against
+    the workload's ``others`` (WebShop: LATS)."""
     baselines = baselines or {}
+    others = others or {}
     groups: dict[tuple[str, str], list[BenchRecord]] = {}
     for r in records:
         groups.setdefault((r.workload, r.system), []).append(r)
@@ -89,6 +105,9 @@ def summarize(
                 if any(c is None for c in costs)
                 else statistics.fmean(c for c in costs if c is not None),
                 bound_ratio=statistics.fmean(bounds) if bounds else None,
+                mean_reward=statistics.fmean(r.reward or 0.0 for r in rs)
+                if any(r.reward is not None for r in rs)
+                else None,
             )
         )
     by_key = {(s.workload, s.system): s for s in out}
@@ -100,6 +119,15 @@ def summarize(
             s.speedup = base.mean_latency / s.mean_latency
         if base.cost is not None and s.cost:
             s.cost_ratio = base.cost / s.cost
+    for s in out:
+        for name in others.get(s.workload, ()):
+            other = by_key.get((s.workload, name))
+            if other is None or other is s:
+                continue
+            s.versus[name] = {
+                "speedup": other.mean_latency / s.mean_latency if s.mean_latency > 0 else None,
+                "cost_ratio": other.cost / s.cost if other.cost is not None and s.cost else None,
+            }
     return out
 
 
@@ -126,6 +154,36 @@ def markdown_table(summaries: Sequence[Summary]) -> str:
     return "\n".join([head, *rows])
 
 
+def reward_table(summaries: Sequence[Summary]) -> str:
+    """The workloads scored by reward (WebShop): mean reward, success rate, and speed and
+    cost against every baseline; empty when there are none."""
+    rows = [s for s in summaries if s.mean_reward is not None]
+    if not rows:
+        return ""
+    names = list(dict.fromkeys(n for s in rows for n in s.versus))
+    head = "| workload | system | n | mean reward | success | mean s | LLM calls | cost $ "
+    head += "| speedup vs react | cost ratio vs react "
+    head += "".join(f"| speedup vs {n} | cost ratio vs {n} " for n in names)
+    head += "| over bound |\n|---|---|--:|--:|--:|--:|--:|--:|--:|--:|"
+    head += "--:|--:|" * len(names) + "--:|"
+    lines = [head]
+    for s in rows:
+        line = (
+            f"| {s.workload} | {s.system} | {s.questions} | {s.mean_reward:.3f} "
+            f"| {s.accuracy:.1%} | {s.mean_latency:.2f} | {s.llm_calls:.1f} "
+            f"| {_fmt(s.cost, '.5f')} | {_fmt(s.speedup, '.2f', 'x')} "
+            f"| {_fmt(s.cost_ratio, '.2f', 'x')} "
+        )
+        for n in names:
+            ratios = s.versus.get(n, {})
+            line += (
+                f"| {_fmt(ratios.get('speedup'), '.2f', 'x')} "
+                f"| {_fmt(ratios.get('cost_ratio'), '.2f', 'x')} "
+            )
+        lines.append(line + f"| {_fmt(s.bound_ratio, '.2f')} |")
+    return "\n".join(lines)
+
+
 def plot_latency(summaries: Sequence[Summary], path: Path) -> None:
     """One panel per workload: each system's mean latency, whiskers from p50 to p95, and its
     speedup over the baseline written on the bar."""
@@ -136,6 +194,7 @@ def plot_latency(summaries: Sequence[Summary], path: Path) -> None:
     fig = Figure(figsize=(3.0 * max(len(workloads), 1) + 0.6, 4.0), layout="constrained")
     axes = fig.subplots(1, max(len(workloads), 1), squeeze=False)[0]
     colours = {"react": "#1f77b4", "tot": "#1f77b4", "parallel-fc": "#ff7f0e", "dagcall": "#2ca02c"}
+    colours["lats"] = "#9467bd"
     for ax, workload in zip(axes, workloads, strict=False):
         rows = [s for s in summaries if s.workload == workload]
         xs = range(len(rows))
