@@ -20,6 +20,7 @@ The server machinery is shared with the other fakes (``fake_http.py``).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -67,6 +68,14 @@ def _chunk(
     }
 
 
+@dataclass(frozen=True)
+class ChatStream(Stream):
+    """A :class:`Stream` whose usage chunk also says ``cached_tokens`` of the prompt were read
+    from OpenAI's prompt cache (``usage.prompt_tokens_details.cached_tokens``)."""
+
+    cached_tokens: int | None = None
+
+
 class FakeOpenAIServer(FakeHTTPServer):
     """A scripted OpenAI-compatible ``/v1/chat/completions`` server on 127.0.0.1.
 
@@ -110,6 +119,10 @@ class FakeOpenAIServer(FakeHTTPServer):
                 "completion_tokens": completion,
                 "total_tokens": prompt + completion,
             }
+            if isinstance(stream, ChatStream) and stream.cached_tokens is not None:
+                usage_chunk["usage"]["prompt_tokens_details"] = {
+                    "cached_tokens": stream.cached_tokens
+                }
             out.event(usage_chunk)
         out.write_chunk(b"data: [DONE]\n\n")
 

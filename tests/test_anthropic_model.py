@@ -33,6 +33,7 @@ from dagcall._tokens import estimate_tokens
 from dagcall.models import Message, TokenUsage, complete, resolve_model
 from dagcall.models._anthropic import AnthropicModel
 from dagcall.models._http import ProviderError
+from dagcall.pricing import run_cost
 
 SECRET = "sk-ant-test-SECRET-0123456789abcdef"  # noqa: S105 - a fake key
 MESSAGES = [
@@ -101,7 +102,7 @@ async def test_cache_reads_and_writes_count_as_input(
 ) -> None:
     anthropic_server.script(MessageStream(["ok"], usage=(12, 3), cache_read=900, cache_creation=40))
     _, usages = await collect(make_model(anthropic_server))
-    assert usages == [TokenUsage(12 + 900 + 40, 3)]
+    assert usages == [TokenUsage(12 + 900 + 40, 3, cached_input_tokens=900, cache_write_tokens=40)]
 
 
 async def test_request_body(anthropic_server: FakeAnthropicServer) -> None:
@@ -128,11 +129,15 @@ async def test_request_body(anthropic_server: FakeAnthropicServer) -> None:
     assert body["model"] == "claude-fake"
     assert body["stream"] is True
     assert body["max_tokens"] == 50
-    assert body["system"] == "You are terse.\n\nAnswer in English."
+    # Prompt-cache breakpoints after the system prompt and after the last message.
+    cache = {"type": "ephemeral"}
+    assert body["system"] == [
+        {"type": "text", "text": "You are terse.\n\nAnswer in English.", "cache_control": cache}
+    ]
     assert body["messages"] == [
         {"role": "user", "content": "Say hello.\n\nPlease."},
         {"role": "assistant", "content": "Hello.\n\nAnything else?"},
-        {"role": "user", "content": "Again."},
+        {"role": "user", "content": [{"type": "text", "text": "Again.", "cache_control": cache}]},
     ]
     # Empty and whitespace-only stop sequences are not sent (the API refuses the latter).
     assert body["stop_sequences"] == ["\nObservation:", "END"]
@@ -411,5 +416,36 @@ async def test_a_compiler_run_over_anthropic(anthropic_server: FakeAnthropicServ
     planner = bodies[1]
     assert planner["stop_sequences"] == ["<END_OF_PLAN>"]
     assert planner["system"]
-    assert planner["messages"] == [{"role": "user", "content": "Question: What is 1 + 2?"}]
+    question = {"type": "text", "text": "Question: What is 1 + 2?"}
+    assert planner["messages"] == [
+        {"role": "user", "content": [{**question, "cache_control": {"type": "ephemeral"}}]}
+    ]
     assert bodies[2]["messages"][0]["role"] == "user"
+
+
+async def test_prompt_cache_can_be_turned_off_and_its_reads_are_recorded(
+    anthropic_server: FakeAnthropicServer,
+) -> None:
+    anthropic_server.script(Stream(["ok"], usage=(3, 1)))
+    await collect(make_model(anthropic_server, prompt_cache=False), messages=MESSAGES)
+    body = anthropic_server.requests[0].body
+    assert "cache_control" not in json.dumps(body)
+
+    # A run records the cache's reads and writes per call, and prices them.
+    anthropic_server.script(
+        MessageStream(["1. add(1, 2)\n2. join()"], usage=(10, 9), cache_creation=1500),
+        MessageStream(
+            ["Thought: done\nAction: Finish(3)"], usage=(40, 6), cache_read=1500, cache_creation=30
+        ),
+    )
+    model = AnthropicModel("claude-3-5-haiku", base_url=anthropic_server.base_url, api_key="k")
+    result = await Compiler(model=model, tools=[add]).arun("What is 1 + 2?")
+    assert [(c.cached_input_tokens, c.cache_write_tokens) for c in result.usage] == [
+        (0, 1500),
+        (1500, 30),
+    ]
+    assert [c.input_tokens for c in result.usage] == [1510, 1570]
+    cost = run_cost(result)
+    # Haiku: input $0.80/M, cache writes 1.25x that, cache reads 0.1x, output $4/M.
+    expected = (10 * 0.8 + 1500 * 1.0 + 40 * 0.8 + 1500 * 0.08 + 30 * 1.0 + 15 * 4.0) / 1e6
+    assert cost == pytest.approx(expected)

@@ -123,8 +123,13 @@ async def test_anthropic_tool_use_blocks_become_calls(
         ToolCall("toolu_2", "look", "{}"),
     )
     body = anthropic_server.requests[0].body
-    assert body["tools"] == [
-        {"name": "look", "description": "Look up.", "input_schema": {"type": "object"}}
+    assert body["tools"] == [  # with the prompt cache's breakpoint after the last tool
+        {
+            "name": "look",
+            "description": "Look up.",
+            "input_schema": {"type": "object"},
+            "cache_control": {"type": "ephemeral"},
+        }
     ]
 
 
@@ -155,6 +160,11 @@ async def test_agent_on_anthropic_sends_tool_use_and_results(
         "role": "user",
         "content": [
             {"type": "tool_result", "tool_use_id": "toolu_1", "content": "a: 7 m"},
-            {"type": "tool_result", "tool_use_id": "toolu_2", "content": "b: 7 m"},
+            {
+                "type": "tool_result",
+                "tool_use_id": "toolu_2",
+                "content": "b: 7 m",
+                "cache_control": {"type": "ephemeral"},  # the prompt cache's breakpoint
+            },
         ],
     }

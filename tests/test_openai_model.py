@@ -18,6 +18,7 @@ from dagcall.models import Message, TokenUsage, complete, resolve_model
 from dagcall.models._http import ProviderError
 from dagcall.models._openai import OpenAIModel
 from openai_server import (
+    ChatStream,
     FakeOpenAIServer,
     Stream,
 )
@@ -77,6 +78,19 @@ async def test_usage_comes_from_the_usage_chunk(openai_server: FakeOpenAIServer)
     await collect(make_model(openai_server), events)
     assert events[-1] == TokenUsage(input_tokens=37, output_tokens=5)
     assert sum(isinstance(e, TokenUsage) for e in events) == 1
+
+
+async def test_prompt_cache_reads_are_reported(openai_server: FakeOpenAIServer) -> None:
+    openai_server.script(
+        ChatStream(["Hi"], usage=(2048, 5), cached_tokens=1920),
+        ChatStream(["Hi"], usage=(10, 5), cached_tokens=99),  # more than the prompt: ignored
+    )
+    events: list[str | TokenUsage] = []
+    await collect(make_model(openai_server), events)
+    assert events[-1] == TokenUsage(input_tokens=2048, output_tokens=5, cached_input_tokens=1920)
+    events.clear()
+    await collect(make_model(openai_server), events)
+    assert events[-1] == TokenUsage(input_tokens=10, output_tokens=5)
 
 
 async def test_usage_is_estimated_without_a_usage_chunk(openai_server: FakeOpenAIServer) -> None:

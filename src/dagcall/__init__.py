@@ -9,6 +9,7 @@ asks for a new plan.
 import typing as _typing
 
 if _typing.TYPE_CHECKING:
+    from ._cache import CallCache, MemoryCallCache, SQLiteCallCache
     from ._compiler import Compiler
     from ._context import ToolContext, call_model, current_tool_context
     from ._errors import (
@@ -37,6 +38,7 @@ if _typing.TYPE_CHECKING:
     )
     from ._executor import AsyncioExecutor, Executor, Invocation, Outcome
     from ._joiner import JoinerDecision, parse_joiner
+    from ._optimize import LatencyEstimates, Optimizations
     from ._plan import END_OF_PLAN, PlanParser, Ref, TaskSpec, Template, parse_plan
     from ._result import (
         LLMCall,
@@ -66,6 +68,11 @@ __version__ = "0.1.0"
 # errors, which every caller needs) stay quick; ``from dagcall import Compiler`` imports the
 # engine, and the provider SDKs are imported only when a model of theirs is made.
 _LAZY = {
+    "CallCache": "._cache",
+    "MemoryCallCache": "._cache",
+    "SQLiteCallCache": "._cache",
+    "LatencyEstimates": "._optimize",
+    "Optimizations": "._optimize",
     "Compiler": "._compiler",
     "ToolContext": "._context",
     "call_model": "._context",
@@ -173,6 +180,7 @@ __all__ = [
     "BadReferenceError",
     "BaseTool",
     "BudgetError",
+    "CallCache",
     "Compiler",
     "DagcallError",
     "DelegatingTool",
@@ -182,6 +190,8 @@ __all__ = [
     "Invocation",
     "JoinerDecision",
     "LLMCall",
+    "LatencyEstimates",
+    "MemoryCallCache",
     "Message",
     "Model",
     "ModelConnectionError",
@@ -189,6 +199,7 @@ __all__ = [
     "ModelHTTPError",
     "ModelNotAvailableError",
     "ModelStreamError",
+    "Optimizations",
     "Outcome",
     "PlanError",
     "PlanParser",
@@ -198,6 +209,7 @@ __all__ = [
     "RunEvent",
     "RunResult",
     "RunTimeoutError",
+    "SQLiteCallCache",
     "SchemaTool",
     "ScriptExhaustedError",
     "ScriptedModel",

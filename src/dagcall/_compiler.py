@@ -11,9 +11,11 @@ from collections.abc import AsyncGenerator, Callable, Iterable
 from contextlib import aclosing
 from typing import Any
 
+from ._cache import CallCache
 from ._errors import UsageError
 from ._executor import Executor
 from ._joiner import Joiner, JoinerDecision
+from ._optimize import LatencyEstimates, Optimizations, optimizations
 from ._plan import PlanItem, TaskSpec
 from ._planner import Planner
 from ._result import Round, RunEvent, RunResult, StopReason
@@ -44,7 +46,12 @@ class Compiler:
     run only when it returns true, and are refused without it); ``examples`` (planner
     examples replacing the built-in one; ``""`` for none); and ``constrained_plans`` (decode
     plans under a grammar of the plan language so they always parse; on by default for
-    planners that support it, i.e. ``LocalModel``).
+    planners that support it, i.e. ``LocalModel``); ``optimize`` (an
+    :class:`~dagcall.Optimizations` switching field access in plans, common calls running
+    once (by default for tools marked ``cacheable=True``) and critical-path scheduling under
+    ``max_concurrency``; ``True``, the default, is ``Optimizations()``, ``False`` none);
+    ``call_cache`` (a :class:`~dagcall.MemoryCallCache` or :class:`~dagcall.SQLiteCallCache`
+    for the results of tools marked ``cacheable=True``, across runs).
 
     With no model at all, ``DAGCALL_MODEL`` names one, else the embedded local model is used.
     """
@@ -67,6 +74,8 @@ class Compiler:
         examples: str | None = None,
         constrained_plans: bool | None = None,
         executor: Executor | None = None,
+        optimize: Optimizations | bool = True,
+        call_cache: CallCache | None = None,
     ) -> None:
         if model is None and (planner_model is None or joiner_model is None):
             model = resolve_model(None)  # DAGCALL_MODEL, else the embedded local model
@@ -104,6 +113,15 @@ class Compiler:
                 f"(a LocalModel); {self.planner.name} does not"
             )
         self.executor = executor
+        self.optimize = optimizations(optimize)
+        if call_cache is not None and not isinstance(call_cache, CallCache):
+            raise UsageError(
+                f"call_cache must have get(key) and put(key, value, ttl) methods, not "
+                f"{type(call_cache).__name__}"
+            )
+        self.call_cache = call_cache
+        #: Per-tool latencies learned from this compiler's calls (critical-path scheduling).
+        self.latencies = LatencyEstimates()
         self.planning = Planner(
             self.planner,
             self.tools,
@@ -237,6 +255,11 @@ class _Run(RunScope):
             executor=compiler.executor,
         )
         super().__init__(question, compiler.tools, limits, on_event)
+        self.scheduler.configure(
+            optimize=compiler.optimize,
+            call_cache=compiler.call_cache,
+            latencies=compiler.latencies,
+        )
         self.c = compiler
 
     async def body(self) -> None:

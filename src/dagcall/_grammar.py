@@ -2,7 +2,8 @@
 
 Models that support grammar-constrained decoding (llama.cpp) can then only write plans that
 parse: numbered calls of registered tools with their own keyword names, literal arguments and
-``$N`` references, optional ``Thought:`` lines, and a final ``join()``.
+``$N`` references (with field access: ``$N.field``, ``$N[0]``, ``$N["key"]``), optional
+``Thought:`` lines, and a final ``join()``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ value ::= string | number | ref | list | dict | "True" | "False" | "None"
 string ::= "\"" char* "\""
 char ::= [^"\\\n] | "\\" ["\\/nt]
 number ::= "-"? [0-9]+ ("." [0-9]+)?
-ref ::= "$" [1-9] [0-9]?
+ref ::= "$" [1-9] [0-9]? access*
+access ::= "." [A-Za-z_] [A-Za-z0-9_]* | "[" "-"? [0-9]+ "]" | "[" string "]"
 list ::= "[" ws (value ("," ws value)*)? ws "]"
 dict ::= "{" ws (string ":" ws value ("," ws string ":" ws value)*)? ws "}"
 """

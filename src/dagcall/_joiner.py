@@ -17,6 +17,7 @@ from ._errors import BudgetError, UsageError
 
 if TYPE_CHECKING:
     from ._budget import Meter
+    from ._planner import Planner
     from ._result import LLMCall, Round, TaskRecord
     from ._streams import Clock
     from .models import Message, Model
@@ -233,11 +234,19 @@ class _Parens:
 
 
 class Joiner:
-    """Decides with ``model`` whether a round's results answer the question."""
+    """Decides with ``model`` whether a round's results answer the question.
 
-    def __init__(self, model: Model, *, idle_timeout: float | None) -> None:
+    With ``planner`` whose ``shared_prefix`` is on, the joiner's prompt continues that
+    planner's conversation (its system prompt, the question, the plan) instead of a prompt
+    of its own, so a prompt cache serves all but the results.
+    """
+
+    def __init__(
+        self, model: Model, *, idle_timeout: float | None, planner: Planner | None = None
+    ) -> None:
         self.model = model
         self.idle_timeout = idle_timeout
+        self.planner = planner
 
     def messages(
         self,
@@ -248,8 +257,19 @@ class Joiner:
         may_replan: bool,
     ) -> list[Message]:
         """The messages asking to answer (or, when ``may_replan``, to ask for a new plan)."""
-        from ._prompts import joiner_messages
+        from ._prompts import conversation_messages, joiner_messages
 
+        planner = self.planner
+        if planner is not None and planner.shared_prefix:
+            return conversation_messages(
+                question,
+                list(planner.tools.values()),
+                examples=planner.examples,
+                rounds=rounds,
+                records=records,
+                ask="join",
+                may_replan=may_replan,
+            )
         return joiner_messages(question, rounds, records, may_replan=may_replan)
 
     async def join(

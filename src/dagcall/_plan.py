@@ -20,6 +20,16 @@ name the result of task N:
   ``"costs $5 billion"`` stays text when task 5 does not precede it; ``$1.5`` and ``$1,000``
   are money, not references.
 
+Field access: a reference may select inside a typed result, ``$N.field``, ``$N["key"]``,
+``$N[0]`` (``$N[-1]`` counts from the end), chained as in ``$2.items[0].name``; in a string
+(``"population of $1.city"``) as well as a whole argument, which passes the selected value
+with its type.  A ``.`` selects only when a letter or ``_`` follows it, so ``"$1."`` ending a
+sentence, ``"$1. Then"`` and ``"$1.5"`` stay a plain ``$1`` and text.  What may be selected
+(checked when the task is dispatched, never with ``getattr`` on arbitrary objects or
+``eval``): the keys of dicts and other mappings (MCP structured content), the items of lists
+and tuples, the fields of pydantic models and of dataclasses.  A selection that does not
+exist is the task's :class:`~dagcall.ToolArgumentError` (see :func:`select`).
+
 The parser is fed the model's stream chunk by chunk and returns each task as soon as its line is
 complete; its output does not depend on how the stream was split, for lines of any length.
 
@@ -36,13 +46,18 @@ holds a one-line note in place of what was dropped.  Feeding costs time linear i
 from __future__ import annotations
 
 import ast
+import dataclasses
+import itertools
+import json
 import re
-from collections.abc import Collection, Iterable
+import sys
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from ._errors import (
     BadReferenceError,
+    DagcallError,
     DuplicateTaskError,
     PlanError,
     PlanSyntaxError,
@@ -53,11 +68,15 @@ from ._errors import (
 __all__ = [
     "DEFAULT_MAX_LINE_CHARS",
     "END_OF_PLAN",
+    "MAX_PATH",
     "PlanParser",
     "Ref",
+    "SelectionError",
     "TaskSpec",
     "Template",
     "parse_plan",
+    "path_text",
+    "select",
 ]
 
 END_OF_PLAN = "<END_OF_PLAN>"
@@ -70,9 +89,22 @@ _CALL_LIKE = re.compile(r"^\s*[A-Za-z_]\w*\s*\(")
 _JOIN = re.compile(r"^\s*join\s*\(\s*\)\s*;?\s*(?:#.*)?$")
 _JOIN_START = re.compile(r"^\s*join\s*\(\s*\)")
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
-_WHOLE_REF = re.compile(r"^\s*\$(?:\{(\d+)\}|(\d+))\s*$")
-_INNER_REF = re.compile(r"\$\{(\d+)\}|\$(\d+)(?!\d)(?![.,]\d)")
-_BARE_REF = re.compile(r"\$(?:\{(\d+)\}|(\d+))")
+# One selection after a reference: ``.name`` (an identifier: letters, digits and ``_``, not
+# starting with a digit, so "$1." ending a sentence and money like "$1.5" select nothing),
+# ``[3]`` / ``[-1]`` (an index), ``["key"]`` / ``['key']`` (a key).
+_ACCESSOR = r"""(?:\.[^\W\d]\w*|\[-?\d+\]|\["(?:[^"\\\n]|\\.)*"\]|\['(?:[^'\\\n]|\\.)*'\])"""
+_PATH = rf"((?:{_ACCESSOR})*)"
+_ONE_ACCESSOR = re.compile(
+    r"""\.([^\W\d]\w*)|\[(-?\d+)\]|\[("(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*')\]"""
+)
+_IDENTIFIER = re.compile(r"[^\W\d]\w*")
+_WHOLE_REF = re.compile(rf"^\s*\$(?:\{{(\d+)\}}|(\d+)){_PATH}\s*$")
+_INNER_REF = re.compile(rf"\$\{{(\d+)\}}{_PATH}|\$(\d+)(?!\d)(?![.,]\d){_PATH}")
+_BARE_REF = re.compile(rf"\$(?:\{{(\d+)\}}|(\d+)){_PATH}")
+#: Most selections after one reference (``$1.a.b[0]`` has three).
+MAX_PATH = 32
+#: Most digits of an index in ``$N[i]``.
+_MAX_INDEX_DIGITS = 18
 _UNFINISHED = re.compile(r"was never closed|unexpected EOF|unterminated triple-quoted")
 _HELD = len(END_OF_PLAN) - 1  # a line's last characters that may be the start of the marker
 _HEAD = 200  # characters of a dropped line kept in its error and in ``text``
@@ -82,9 +114,31 @@ _MAX_NESTING = 200  # Python's tokenizer refuses deeper bracket nesting
 
 @dataclass(frozen=True, slots=True)
 class Ref:
-    """An argument that is exactly the result of task ``task_id``."""
+    """The result of task ``task_id``, or the part of it that ``path`` selects.
+
+    ``path`` is the plan's selections in order: a ``str`` for ``.name`` or ``["key"]``, an
+    ``int`` for ``[i]``; ``()`` for the whole result.  ``str(ref)`` is the plan's spelling,
+    ``$2.items[0].name``.  The deps of a task are the ``task_id`` of its references.
+    """
 
     task_id: int
+    path: tuple[str | int, ...] = ()
+
+    def __str__(self) -> str:
+        return f"${self.task_id}{path_text(self.path)}"
+
+
+def path_text(path: Iterable[str | int]) -> str:
+    """A selection path as the plan writes it: ``.name``, ``[0]``, ``["a b"]``."""
+    out: list[str] = []
+    for step in path:
+        if isinstance(step, int):
+            out.append(f"[{step}]")
+        elif _IDENTIFIER.fullmatch(step):
+            out.append(f".{step}")
+        else:
+            out.append(f"[{json.dumps(step, ensure_ascii=False)}]")
+    return "".join(out)
 
 
 @dataclass(frozen=True, slots=True)
@@ -570,18 +624,18 @@ class PlanParser:
             ref = int(whole.group(1) or whole.group(2))
             self._check_ref(ref, task_id, line)
             deps.add(ref)
-            return Ref(ref)
+            return Ref(ref, _parse_path(whole.group(3), ref, task_id, line))
         parts: list[str | Ref] = []
         pos = 0
         for m in _INNER_REF.finditer(text):
             braced = m.group(1) is not None
-            ref = int(m.group(1) or m.group(2))
+            ref = int(m.group(1) or m.group(3))
             if not braced and ref not in self._seen:
                 continue  # "$5 billion" with no task 5 before: plain text
             self._check_ref(ref, task_id, line)
             if m.start() > pos:
                 parts.append(text[pos : m.start()])
-            parts.append(Ref(ref))
+            parts.append(Ref(ref, _parse_path(m.group(2) or m.group(4), ref, task_id, line)))
             deps.add(ref)
             pos = m.end()
         if not parts:
@@ -676,6 +730,131 @@ class _Scan:
                 self.quote = c
 
 
+class SelectionError(DagcallError, LookupError):
+    """What :func:`select` raises: ``message`` says which selection does not exist and what
+    does (bounded).  In a run it becomes the task's :class:`~dagcall.ToolArgumentError`."""
+
+
+_SHOWN_KEYS = 10  # keys named in a SelectionError
+_SHOWN_PATH = 120  # characters of a selection path quoted in one
+
+
+def select(value: Any, path: Iterable[str | int], *, name: str = "the result") -> Any:
+    """The part of ``value`` that ``path`` selects (see :class:`Ref`), or
+    :class:`SelectionError`.
+
+    Only data is read: the keys of a mapping, the items of a list or tuple, the declared fields
+    of a pydantic model or a dataclass.  Nothing else is looked up (no attributes, no
+    properties, no dunders).  ``name`` is how the message names ``value`` (``"$1"``).
+    """
+    done: list[str | int] = []
+    for step in path:
+        where = _clip(f"{name}{path_text(done)}", _SHOWN_PATH)
+        value = _step(value, step, where)
+        done.append(step)
+    return value
+
+
+def _step(value: Any, step: str | int, where: str) -> Any:
+    shown = _clip(path_text([step]), _SHOWN_PATH)
+    if isinstance(value, Mapping):
+        if step in value:
+            return value[step]
+        if isinstance(step, int) and not isinstance(step, bool) and str(step) in value:
+            return value[str(step)]
+        raise SelectionError(
+            f"{where}{shown} does not exist: {where} is a {_kind(value)} with "
+            + (f"the keys {_names(value)}" if value else "no keys")
+        )
+    if isinstance(value, list | tuple):
+        if isinstance(step, int):
+            if -len(value) <= step < len(value):
+                return value[step]
+            raise SelectionError(
+                f"{where}{shown} does not exist: {where} is a {_kind(value)} of "
+                f"{len(value)} item{'' if len(value) == 1 else 's'}"
+            )
+        raise SelectionError(
+            f"{where}{shown} does not exist: {where} is a {_kind(value)}, which has items "
+            "([0], [-1]), not fields"
+        )
+    fields = _declared_fields(value)
+    if fields is not None:
+        if isinstance(step, str) and step in fields:
+            return getattr(value, step)
+        raise SelectionError(
+            f"{where}{shown} does not exist: {where} is a {_kind(value)} with "
+            + (f"the fields {_names(fields)}" if fields else "no fields")
+        )
+    raise SelectionError(
+        f"{where}{shown} does not exist: {where} is a {_kind(value)}, which has no fields or "
+        "items to select"
+    )
+
+
+def _declared_fields(value: Any) -> list[str] | None:
+    """The field names of a pydantic model or dataclass instance, else ``None``."""
+    pydantic = sys.modules.get("pydantic")
+    if pydantic is not None and isinstance(value, pydantic.BaseModel):
+        return [str(k) for k in type(value).model_fields]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return [f.name for f in dataclasses.fields(value)]
+    return None
+
+
+def _kind(value: Any) -> str:
+    kind = type(value)
+    if kind in (dict, list, tuple, str, int, float, bool, type(None)):
+        return kind.__name__
+    return _clip(f"{kind.__qualname__}", 60)
+
+
+def _names(keys: Collection[Any]) -> str:
+    shown = [
+        _clip(repr(key) if isinstance(key, str | int) else f"<{_kind(key)}>", 40)
+        for key in itertools.islice(keys, _SHOWN_KEYS)
+    ]
+    text = ", ".join(shown)
+    if len(keys) > len(shown):
+        text += f", … ({len(keys)} in all)"
+    return text
+
+
+def _parse_path(text: str | None, ref: int, task_id: int, line: str) -> tuple[str | int, ...]:
+    """The selections a reference's ``text`` (``.a[0]["b"]``, matched by ``_PATH``) spell."""
+    if not text:
+        return ()
+    path: list[str | int] = []
+    for m in _ONE_ACCESSOR.finditer(text):
+        name, index, quoted = m.groups()
+        problem = ""
+        if name is not None:
+            path.append(name)
+        elif index is not None:
+            if len(index.lstrip("-")) > _MAX_INDEX_DIGITS:
+                problem = f"the index {_clip(index, 30)} is too large"
+            else:
+                path.append(int(index))
+        else:
+            try:
+                key = ast.literal_eval(quoted)
+            except (ValueError, SyntaxError, MemoryError, RecursionError):
+                key = None
+            if isinstance(key, str):
+                path.append(key)
+            else:
+                problem = f"the key {_clip(quoted, 60)} is not a valid string"
+        if len(path) > MAX_PATH:
+            problem = f"it selects more than {MAX_PATH} levels deep"
+        if problem:
+            raise BadReferenceError(
+                f"task {task_id} refers to ${ref}{_clip(text, 80)}, but {problem}",
+                line=line,
+                task_id=task_id,
+            )
+    return tuple(path)
+
+
 def _clip(text: str, limit: int = _CLIP) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
@@ -726,7 +905,8 @@ def _quote_bare_refs(src: str) -> str:
                 out.append(c)
                 i = j + 1
                 continue
-            out.append(f' "{ref.group(0)}" ')  # spaced: never merges with a next quote
+            # A string literal, spaced so it never merges with a next quote.
+            out.append(f" {json.dumps(ref.group(0), ensure_ascii=False)} ")
             i = ref.end()
             continue
         else:

@@ -14,7 +14,7 @@ from ._budget import Meter
 from ._errors import BudgetError, UsageError
 from ._grammar import plan_grammar
 from ._plan import END_OF_PLAN, PlanItem, PlanParser
-from ._prompts import planner_messages
+from ._prompts import conversation_messages, planner_messages
 from ._result import LLMCall, Round, TaskRecord
 from ._streams import Clock, ModelCall, model_error
 from ._tools import BaseTool
@@ -28,7 +28,9 @@ class Planner:
 
     ``examples`` replace the built-in planner examples (``""`` for none); ``constrained``
     decodes plans under a GBNF grammar of the plan language (models with
-    ``supports_grammar`` only); ``idle_timeout`` gives up a silent stream.
+    ``supports_grammar`` only); ``idle_timeout`` gives up a silent stream; ``shared_prefix``
+    lays out the planner's, joiner's and replanner's prompts as one conversation
+    (:func:`~dagcall._prompts.conversation_messages`), so each continues the last.
     """
 
     def __init__(
@@ -39,8 +41,10 @@ class Planner:
         examples: str | None,
         constrained: bool,
         idle_timeout: float | None,
+        shared_prefix: bool = False,
     ) -> None:
         self.model = model
+        self.shared_prefix = shared_prefix
         self.tools = tools
         self.examples = examples
         self.idle_timeout = idle_timeout
@@ -67,6 +71,15 @@ class Planner:
     ) -> list[Message]:
         """The messages for a first plan, or for a replan after ``rounds``."""
         records = records or {}
+        if self.shared_prefix:
+            return conversation_messages(
+                question,
+                list(self.tools.values()),
+                examples=self.examples,
+                rounds=rounds,
+                records=records,
+                ask="plan",
+            )
         return planner_messages(
             question,
             list(self.tools.values()),
@@ -105,6 +118,8 @@ class Planner:
             idle_timeout=self.idle_timeout,
         )
         options: dict[str, Any] = {"stop": [END_OF_PLAN]}
+        line_times: list[float] = []
+        partial: float | None = None  # when text after the last newline arrived
         if self.grammar is not None:  # only grammar-capable models take the keyword
             options["grammar"] = self.grammar
         try:
@@ -116,6 +131,9 @@ class Planner:
                                 break  # the plan is over; don't wait for the model's chatter
                             continue
                         call.took(delta)
+                        arrived = clock()
+                        line_times.extend([arrived] * delta.count("\n"))
+                        partial = None if delta.endswith("\n") else arrived
                         on_text(delta)
                         for item in parser.feed(delta):
                             yield item
@@ -131,6 +149,9 @@ class Planner:
                     raise error  # noqa: B904 - cause already set; `from exc` may self-cite
                 rnd.errors.append(error)  # the tasks it did write still run; the joiner decides
         finally:
+            if partial is not None:
+                line_times.append(partial)  # a last line without a newline
             rnd.plan = parser.text
+            rnd.line_times = line_times
             rnd.thought = parser.trailing_thought
             record(call.record())

@@ -12,12 +12,20 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from functools import cache, lru_cache
 from importlib import resources
+from typing import Literal
 
 from ._result import Round, TaskRecord, safe_text
 from ._tools import BaseTool
 from .models import Message
 
-__all__ = ["fence_safe", "joiner_messages", "planner_messages", "render", "template"]
+__all__ = [
+    "conversation_messages",
+    "fence_safe",
+    "joiner_messages",
+    "planner_messages",
+    "render",
+    "template",
+]
 
 _PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 
@@ -99,6 +107,83 @@ def joiner_messages(
         final_note=final,
     )
     return [Message("system", system), Message("user", user)]
+
+
+@lru_cache(maxsize=64)
+def shared_system(tools: tuple[BaseTool, ...], examples: str | None) -> str:
+    """The system prompt of the shared-prefix layout: the planner's, then the joiner's rules."""
+    return planner_system(tools, examples).rstrip("\n") + "\n" + template("shared_rules.md")
+
+
+def conversation_messages(
+    question: str,
+    tools: Sequence[BaseTool],
+    *,
+    examples: str | None,
+    rounds: Sequence[Round],
+    records: dict[int, TaskRecord],
+    ask: Literal["plan", "join"],
+    may_replan: bool = True,
+) -> list[Message]:
+    """The shared-prefix layout: planner, joiner and replanner calls of one question are one
+    conversation, each call's messages continuing the last one's.
+
+    One system prompt (the planner's and the joiner's rules) and the question; then, for each
+    round, the plan as the planner wrote it (an assistant turn), its results, the joiner's
+    reply, and the request for a new plan.  ``ask="plan"`` ends with a request for a plan
+    (``rounds`` are the earlier rounds, each joined); ``ask="join"`` with the last round's
+    results and the request to answer.  So the joiner's prompt is the planner's prompt plus
+    the plan plus the results: a prompt cache (llama.cpp's live context, a provider's cache)
+    holds everything but the results, and only they are paid for again.
+    """
+    messages = [
+        Message("system", shared_system(tuple(tools), examples)),
+        Message("user", f"Question: {fence_safe(question)}"),
+    ]
+    seen = 0
+    for i, rnd in enumerate(rounds):
+        messages.append(Message("assistant", fence_safe(rnd.plan).rstrip() or "(no plan)"))
+        seen = max([seen, *rnd.task_ids])
+        final = ask == "join" and i == len(rounds) - 1
+        note = "Answer the question now, in the form given above."
+        if final and not may_replan:
+            note = (
+                "This is the final round: answer now with Finish, from what the results "
+                "support. Replanning is not available."
+            )
+        messages.append(
+            Message(
+                "user",
+                render(template("shared_results.md"), results=results(rnd, records), ask=note),
+            )
+        )
+        if final:
+            break
+        messages.append(Message("assistant", fence_safe(rnd.joiner_output).strip() or "-"))
+        messages.append(
+            Message(
+                "user",
+                render(
+                    template("shared_replan.md"),
+                    reason=fence_safe(rnd.replan_reason or "") or "(no reason given)",
+                    first_id=str(seen + 1),
+                ),
+            )
+        )
+    return messages
+
+
+def results(rnd: Round, records: dict[int, TaskRecord]) -> str:
+    """One round's calls with their observations, and its plan problems, delimited as data."""
+    lines: list[str] = []
+    for task_id in rnd.task_ids:
+        rec = records[task_id]
+        lines.append(f"{fence_safe(rec.id)}. {fence_safe(rec.call)}")
+        lines.append(observation_element(rec))
+    for err in rnd.errors:
+        if getattr(err, "task_id", None) is None:
+            lines.append(f"Plan problem: {fence_safe(err.message)}")
+    return "\n".join(lines) or "(the plan made no calls)"
 
 
 def history(rounds: Iterable[Round], records: dict[int, TaskRecord], *, with_joiner: bool) -> str:

@@ -194,6 +194,12 @@ class TaskRecord(_Schema):
     ready_at: float | None = None
     started_at: float | None = None
     ended_at: float | None = None
+    #: The task whose outcome this one reused instead of calling again (common calls run
+    #: once; see :class:`~dagcall.Optimizations`), or ``None``.
+    reused_from: int | None = None
+    #: ``"hit"``: answered from the call cache; ``"miss"``: the cache was asked and had
+    #: nothing; ``None``: no cache was asked.
+    cache: Literal["hit", "miss"] | None = None
 
     @property
     def duration(self) -> float | None:
@@ -230,6 +236,8 @@ class TaskRecord(_Schema):
                 "ready_at": self.ready_at,
                 "started_at": self.started_at,
                 "ended_at": self.ended_at,
+                "reused_from": self.reused_from,
+                "cache": self.cache,
             }
         )
 
@@ -252,6 +260,9 @@ class LLMCall(_Schema):
     time_to_first_token: float | None
     estimated: bool = False  # token counts estimated because the model reported none
     task_id: int | None = None  # for role "tool": the task whose tool made the call
+    #: Of ``input_tokens``, those read from a prompt cache, and those written to one.
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
 
     @property
     def latency(self) -> float:
@@ -271,6 +282,8 @@ class LLMCall(_Schema):
                 "time_to_first_token": self.time_to_first_token,
                 "estimated": self.estimated,
                 "task_id": self.task_id,
+                "cached_input_tokens": self.cached_input_tokens,
+                "cache_write_tokens": self.cache_write_tokens,
             }
         )
 
@@ -289,6 +302,10 @@ class Round(_Schema):
     joiner_thought: str = ""
     answer: str | None = None
     replan_reason: str | None = None
+    #: When each line of ``plan`` had streamed in full (its newline, or the stream's end for
+    #: a last line without one), in seconds since the run started: the text's own schedule,
+    #: independent of when dagcall parsed the line.
+    line_times: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return _export(
@@ -303,6 +320,7 @@ class Round(_Schema):
                 "joiner_thought": self.joiner_thought,
                 "answer": self.answer,
                 "replan_reason": self.replan_reason,
+                "line_times": self.line_times,
             }
         )
 

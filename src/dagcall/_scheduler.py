@@ -5,30 +5,60 @@ dependencies are all done starts at once; otherwise it waits, and the completion
 dependency starts it.  Dispatch is driven entirely by task arrival and task completion
 callbacks: nothing polls.  A task whose dependency failed, was skipped or was cancelled is
 skipped with a :class:`DependencyError` naming the culprit, and that cascades.
+
+The optimisations (:class:`~dagcall.Optimizations`, set by :meth:`Scheduler.configure`) live
+here too:
+
+* field access: a reference's selection (``$1.city``) is resolved when the task is
+  dispatched; one that does not exist fails that task with a :class:`ToolArgumentError`;
+* common calls run once: before a call, its validated arguments are keyed (tool name and
+  canonical JSON); a task with the key of an earlier one (running or ended) of a tool
+  without side effects takes that one's outcome.  A failure is shared only within its round,
+  so that a replan retries it.  Tools marked ``cacheable`` are looked up in, and stored to,
+  the call cache;
+* critical-path scheduling: with ``max_concurrency``, at most that many tasks are handed to
+  the executor at once, and a freed slot goes to the waiting task with the longest remaining
+  path through the tasks known so far (estimated per tool), ties to the lower id.  Granting
+  happens when a task arrives or a call ends: nothing polls.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
+import logging
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
+from ._cache import CacheHit, CallCache, call_key
 from ._context import ToolContext, _ignore_call, _no_limit
-from ._errors import DependencyError, PlanError, ToolExecutionError
+from ._errors import (
+    DagcallError,
+    DependencyError,
+    PlanError,
+    ToolArgumentError,
+    ToolError,
+    ToolExecutionError,
+)
 from ._executor import (
     AsyncioExecutor,
     Executor,
     Invocation,
+    Outcome,
     cancelled_by_us,
     cancelled_error,
     tool_failure,
 )
-from ._plan import Ref, TaskSpec, Template
+from ._optimize import LatencyEstimates, Optimizations
+from ._plan import Ref, SelectionError, TaskSpec, Template, path_text, select
 from ._result import LLMCall, TaskRecord, TaskStatus, observation_text
 from ._tools import Approver, BaseTool
 
 __all__ = ["Scheduler"]
+
+log = logging.getLogger("dagcall")
 
 
 class Scheduler:
@@ -74,6 +104,32 @@ class Scheduler:
         self._unfinished = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        self._max_concurrency = max_concurrency
+        self._children: dict[int, list[int]] = {}  # task -> every task that uses its result
+        self._calls: dict[str, _SharedCall] = {}  # call key -> the task that made the call
+        # Until configured (the compiler does): the plan language's field access only.
+        self.optimize = Optimizations(dedupe="off", critical_path=False)
+        self.call_cache: CallCache | None = None
+        self.latencies = LatencyEstimates()
+        self._gate: _PriorityGate | None = None
+
+    def configure(
+        self,
+        *,
+        optimize: Optimizations | None = None,
+        call_cache: CallCache | None = None,
+        latencies: LatencyEstimates | None = None,
+    ) -> None:
+        """Set the optimisations (by default only field access), the call cache and the
+        latency estimates critical-path scheduling uses; before the first task is submitted."""
+        if optimize is not None:
+            self.optimize = optimize
+        self.call_cache = call_cache
+        if latencies is not None:
+            self.latencies = latencies
+        self._gate = None
+        if self.optimize.critical_path and self._max_concurrency:
+            self._gate = _PriorityGate(self._max_concurrency, self._priorities)
 
     def _now(self) -> float:
         return time.perf_counter() - self._t0
@@ -94,6 +150,8 @@ class Scheduler:
         )
         self.records[spec.id] = record
         self._specs[spec.id] = spec
+        for dep in spec.deps:
+            self._children.setdefault(dep, []).append(spec.id)
         self._changed(record)
         self._unfinished += 1
         self._idle.clear()
@@ -200,7 +258,8 @@ class Scheduler:
 
     # -- execution -------------------------------------------------------------------------
     async def _run(self, record: TaskRecord) -> None:
-        """Hand one task to the executor and record how it ended."""
+        """Hand one task to the executor (or reuse an equal call's outcome) and record how it
+        ended."""
         tool = self._tools[record.tool]
         spec = self._specs[record.id]
         context = ToolContext(
@@ -213,16 +272,41 @@ class Scheduler:
         )
         control = context._control
         status = TaskStatus.FAILED
+        shared: _SharedCall | None = None  # the call this task makes for equal ones
+        held: _PriorityGate | None = None  # the gate whose slot this task holds
         try:
-            invocation = Invocation(
-                record,
-                tool,
-                tuple(self._resolve(a) for a in spec.args),
-                {k: self._resolve(v) for k, v in spec.kwargs.items()},
-                context,
-                lambda: self._started(record),
-            )
-            outcome = await self._executor.execute(invocation)
+            args = tuple(self._resolve(a, record) for a in spec.args)
+            kwargs = {k: self._resolve(v, record) for k, v in spec.kwargs.items()}
+            keyed = self._call_key(record, tool, args, kwargs)
+            key = None if keyed is None else keyed[0]
+            outcome = None
+            if keyed is not None and self._shareable(tool):
+                outcome = await self._reuse(record, keyed[0], keyed[1])
+                if outcome is None:
+                    shared = self._calls[keyed[0]] = _SharedCall(
+                        record.id, record.round, asyncio.get_running_loop().create_future()
+                    )
+            cache = self.call_cache if tool.cacheable and key is not None else None
+            if outcome is None and cache is not None and key is not None and keyed is not None:
+                hit = _cache_get(cache, key)
+                record.cache = "miss" if hit is None else "hit"
+                if hit is not None:
+                    record.resolved_args = keyed[1]
+                    self._started(record)
+                    outcome = Outcome.done(hit.value)
+            if outcome is None:
+                invocation = Invocation(
+                    record, tool, args, kwargs, context, lambda: self._started(record)
+                )
+                if self._gate is not None:
+                    await self._gate.acquire(record.id, tool.name, tool.max_concurrency)
+                    held = self._gate
+                outcome = await self._executor.execute(invocation)
+                if outcome.status is TaskStatus.DONE:
+                    if record.started_at is not None:
+                        self.latencies.observe(tool.name, self._now() - record.started_at)
+                    if cache is not None and key is not None:
+                        _cache_put(cache, key, outcome.output, tool.cache_ttl)
             status = outcome.status if outcome.status.terminal else TaskStatus.FAILED
             record.output, record.error = outcome.output, outcome.error
             if status is not TaskStatus.DONE and record.error is None:
@@ -231,6 +315,8 @@ class Scheduler:
                     tool=tool.name,
                     task_id=record.id,
                 )
+        except _ArgumentFailure as exc:
+            record.error = exc.error
         except asyncio.CancelledError as exc:
             if cancelled_by_us(control):
                 abandoned = control.outcome == "abandoned"
@@ -242,28 +328,134 @@ class Scheduler:
             record.error = tool_failure(record, tool, exc)
         finally:
             record.ended_at = self._now()
+            if shared is not None and not shared.outcome.done():
+                shared.outcome.set_result(_Ended(status, record.output, record.error))
             self._finish(record, status)
+            if held is not None:  # after _finish: the tasks it made ready compete for the slot
+                held.release(tool.name)
+
+    def _call_key(
+        self, record: TaskRecord, tool: BaseTool, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[str, dict[str, Any]] | None:
+        """The key equal calls share and the validated arguments, when this call may be
+        shared or cached."""
+        shareable = self._shareable(tool)
+        if not shareable and not (tool.cacheable and self.call_cache is not None):
+            return None
+        try:
+            validated = tool.validate(args, kwargs, task_id=record.id)
+            # Defaults the schema declares count as given: f("a") is f("a", n=1).
+            arguments = dict(validated)
+            properties = tool.json_schema.get("properties")
+            if isinstance(properties, Mapping):
+                for name, prop in properties.items():
+                    if name not in arguments and isinstance(prop, Mapping) and "default" in prop:
+                        arguments[name] = prop["default"]
+        except Exception:  # the executor reports it, as the task's error
+            return None
+        key = call_key(tool.name, arguments)
+        return None if key is None else (key, validated)
+
+    def _shareable(self, tool: BaseTool) -> bool:
+        """Whether equal calls of ``tool`` in this run may share one outcome."""
+        scope = self.optimize.dedupe
+        if tool.side_effects or scope == "off":
+            return False
+        return scope == "pure" or tool.cacheable
+
+    async def _reuse(
+        self, record: TaskRecord, key: str, arguments: dict[str, Any]
+    ) -> Outcome | None:
+        """The outcome of the earlier equal call, when this task may take it."""
+        earlier = self._calls.get(key)
+        if earlier is None:
+            return None
+        if not earlier.outcome.done():
+            record.reused_from = earlier.task_id
+            self._started(record)
+            await asyncio.shield(earlier.outcome)
+        ended = earlier.outcome.result()
+        same_round = earlier.round == record.round
+        if ended.status is not TaskStatus.DONE and (
+            ended.status is not TaskStatus.FAILED or not same_round
+        ):
+            # Cancelled, or failed in an earlier round: call again (a replan may retry).
+            record.reused_from = None
+            return None
+        if record.reused_from is None:
+            record.reused_from = earlier.task_id
+            self._started(record)
+        record.resolved_args = arguments
+        if ended.status is TaskStatus.DONE:
+            return Outcome.done(ended.output)
+        return Outcome.failed(_reused_error(record, earlier.task_id, ended.error))
+
+    def _priorities(self, task_ids: list[int]) -> dict[int, float]:
+        """The remaining path of each task: its tool's estimated latency plus the longest
+        remaining path of the tasks (known so far, not yet ended) that use its result."""
+        memo: dict[int, float] = {}
+        records, children = self.records, self._children
+        for root in task_ids:
+            stack = [root]
+            while stack:  # iterative post-order: chains of any length
+                node = stack[-1]
+                if node in memo:
+                    stack.pop()
+                    continue
+                pending = [c for c in children.get(node, ()) if c not in memo]
+                if pending:
+                    stack.extend(pending)
+                    continue
+                stack.pop()
+                rec = records[node]
+                if rec.status.terminal and node != root:
+                    memo[node] = 0.0
+                    continue
+                below = max((memo[c] for c in children.get(node, ())), default=0.0)
+                memo[node] = self.latencies.estimate(rec.tool) + below
+        return {t: memo[t] for t in task_ids}
 
     def _started(self, record: TaskRecord) -> None:
         record.started_at = self._now()
         record.status = TaskStatus.RUNNING
         self._changed(record)
 
-    def _resolve(self, value: Any) -> Any:
+    def _resolve(self, value: Any, record: TaskRecord) -> Any:
         if isinstance(value, Ref):
-            return self.records[value.task_id].output
+            if value.path and not self.optimize.field_access:
+                return self._text(Ref(value.task_id)) + path_text(value.path)
+            return self._select(value, record)
         if isinstance(value, Template):
-            return "".join(
-                observation_text(self.records[p.task_id].output, None) if isinstance(p, Ref) else p
-                for p in value.parts
-            )
+            return "".join(self._text(p, record) if isinstance(p, Ref) else p for p in value.parts)
         if isinstance(value, list):
-            return [self._resolve(v) for v in value]
+            return [self._resolve(v, record) for v in value]
         if isinstance(value, tuple):
-            return tuple(self._resolve(v) for v in value)
+            return tuple(self._resolve(v, record) for v in value)
         if isinstance(value, dict):
-            return {k: self._resolve(v) for k, v in value.items()}
+            return {k: self._resolve(v, record) for k, v in value.items()}
         return value
+
+    def _text(self, ref: Ref, record: TaskRecord | None = None) -> str:
+        if ref.path and not self.optimize.field_access:
+            return self._text(Ref(ref.task_id)) + path_text(ref.path)
+        value = self.records[ref.task_id].output if record is None else self._select(ref, record)
+        return observation_text(value, None)
+
+    def _select(self, ref: Ref, record: TaskRecord) -> Any:
+        output = self.records[ref.task_id].output
+        if not ref.path:
+            return output
+        try:
+            return select(output, ref.path, name=f"${ref.task_id}")
+        except SelectionError as exc:
+            raise _ArgumentFailure(
+                ToolArgumentError(
+                    f"task {record.id} ({record.tool}): {_clip(str(ref))} in its arguments: "
+                    f"{exc.message}",
+                    tool=record.tool,
+                    task_id=record.id,
+                )
+            ) from None
 
     # -- waiting and cancelling ------------------------------------------------------------
     @property
@@ -296,6 +488,135 @@ class Scheduler:
 
 
 _REASON_CHARS = 300
+
+
+def _clip(text: str, limit: int = 160) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _cache_get(cache: CallCache, key: str) -> CacheHit | None:
+    """A cache's entry; a cache that fails (a broken file, say) is a miss, not the task's."""
+    try:
+        hit = cache.get(key)
+    except Exception as exc:
+        log.warning("dagcall: the call cache failed to read (%s); calling the tool", exc)
+        return None
+    return hit if isinstance(hit, CacheHit) else None
+
+
+def _cache_put(cache: CallCache, key: str, value: Any, ttl: float | None) -> None:
+    try:
+        cache.put(key, value, ttl)
+    except Exception as exc:
+        log.warning("dagcall: the call cache failed to store a result (%s)", exc)
+
+
+class _ArgumentFailure(Exception):
+    """A reference's selection does not exist: the task fails with ``error``."""
+
+    def __init__(self, error: ToolArgumentError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+@dataclass(frozen=True, slots=True)
+class _Ended:
+    status: TaskStatus
+    output: Any
+    error: DagcallError | None
+
+
+@dataclass(frozen=True, slots=True)
+class _SharedCall:
+    """A call that equal calls of the run may take the outcome of."""
+
+    task_id: int
+    round: int
+    outcome: asyncio.Future[_Ended]
+
+
+def _reused_error(record: TaskRecord, source: int, error: DagcallError | None) -> DagcallError:
+    """The failure of task ``source``, as the error of ``record``, which reused it."""
+    text = error.message if error is not None else "it failed"
+    message = f"task {record.id}: the same call as task {source} failed: {text}"
+    try:
+        reused = copy.copy(error) if error is not None else None
+        if reused is None:
+            raise TypeError
+        reused.message = message
+        reused.args = (message,)
+        if isinstance(reused, ToolError):
+            reused.task_id = record.id
+        reused.__cause__ = error
+        return reused
+    except Exception:
+        failure = ToolExecutionError(message, tool=record.tool, task_id=record.id)
+        failure.__cause__ = error
+        return failure
+
+
+class _PriorityGate:
+    """At most ``limit`` holders at once, and at most a tool's own ``max_concurrency`` of its
+    calls; a freed slot goes to the waiter with the highest priority (``priorities`` of the
+    waiting task ids, computed when the slot is handed over) whose tool has room, ties to the
+    lower id.  Event-driven: ``acquire`` and ``release`` schedule one hand-over, run by the
+    event loop after the callbacks already scheduled, so that the tasks a finished call made
+    ready (started by then, and waiting here) compete for its slot too."""
+
+    def __init__(self, limit: int, priorities: Callable[[list[int]], dict[int, float]]) -> None:
+        self._free = limit
+        self._priorities = priorities
+        self._waiters: dict[int, tuple[str, int | None, asyncio.Future[None]]] = {}
+        self._busy: dict[str, int] = {}  # tool -> calls holding a slot
+        self._pending: asyncio.Handle | None = None  # the scheduled hand-over
+
+    async def acquire(self, task_id: int, tool: str, tool_limit: int | None) -> None:
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters[task_id] = (tool, tool_limit, waiter)
+        self._schedule()
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release(tool)  # granted, then cancelled before it could run: pass it on
+            raise
+        finally:
+            entry = self._waiters.get(task_id)
+            if entry is not None and entry[2] is waiter:
+                del self._waiters[task_id]
+
+    def release(self, tool: str) -> None:
+        self._free += 1
+        self._busy[tool] -= 1
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if self._pending is None and self._waiters:
+            self._pending = asyncio.get_running_loop().call_soon(self._dispatch)
+
+    def _dispatch(self) -> None:
+        """Grant free slots to the best waiters whose tools have room."""
+        self._pending = None
+        score: dict[int, float] | None = None
+        while self._free > 0:
+            ready = [
+                t
+                for t, (tool, limit, w) in self._waiters.items()
+                if not w.done() and (limit is None or self._busy.get(tool, 0) < limit)
+            ]
+            if not ready:
+                return
+            if len(ready) == 1:
+                best = ready[0]
+            else:
+                if score is None or any(t not in score for t in ready):
+                    score = self._priorities(ready)
+                current = score
+                best = min(ready, key=lambda t: (-current[t], t))
+            tool, _, waiter = self._waiters.pop(best)
+            self._free -= 1
+            self._busy[tool] = self._busy.get(tool, 0) + 1
+            waiter.set_result(None)
 
 
 def _status_text(record: TaskRecord) -> str:

@@ -90,6 +90,8 @@ class ModelCall:
             ended_at=self.clock(),
             time_to_first_token=self.first,
             estimated=estimated,
+            cached_input_tokens=usage.cached_input_tokens,
+            cache_write_tokens=usage.cache_write_tokens,
         )
 
 

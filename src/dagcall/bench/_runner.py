@@ -40,6 +40,8 @@ class BenchConfig:
     tool_latency_median: float = 0.6
     datasets: Path | None = None
     game24_puzzles: int = 20
+    webshop_episodes: int = 50  # WebShop instructions (each run by every WebShop system)
+    webshop_products: int = 1200  # the size of WebShop's generated catalogue
     examples: dict[str, dict[str, str]] = field(default_factory=lambda: dict(EXAMPLES))
 
     @property
@@ -69,6 +71,7 @@ class BenchRecord:
     cost: float | None
     bound: float | None = None
     error: str | None = None
+    reward: float | None = None  # WebShop: the purchase's reward in [0, 1]
     run: RunResult | None = None
 
     def to_dict(self, *, with_run: bool = True) -> dict[str, Any]:
@@ -82,7 +85,10 @@ class BenchRecord:
 
 def _cost(run: RunResult, config: BenchConfig) -> float | None:
     if config.simulated:
-        return sum(config.profile.cost(c.input_tokens, c.output_tokens) for c in run.usage)
+        return sum(
+            config.profile.cost(c.input_tokens, c.output_tokens, c.cached_input_tokens)
+            for c in run.usage
+        )
     return run_cost(run)
 
 

@@ -6,6 +6,12 @@ prefill rate``, then the rest at the decode rate, streamed line by line and in s
 that dagcall's parser sees plan lines complete when they would.  Token counts are tiktoken's
 ``cl100k_base`` counts of the prompts the systems really build.  All waits are real
 ``asyncio.sleep`` calls multiplied by ``time_scale``, so the code under test runs for real.
+
+With ``prefix_cache=True`` the endpoint caches prompt prefixes the way OpenAI's does, for
+every system alike: a prompt that begins like one of the last prompts it was sent (the same
+system prompt and tools; ReAct's resent history; the joiner continuing the planner) has that
+prefix, in whole blocks of 128 tokens once it reaches 1,024, read back: it is not prefilled
+again, and it is billed at the profile's cached price.
 """
 
 from __future__ import annotations
@@ -26,7 +32,11 @@ from dagcall.tokens import encoding as cl100k
 
 from ..models import Message, Model, StopFilter, TokenUsage
 
-__all__ = ["PROFILES", "Profile", "SimulatedModel", "WebLatency", "with_latency"]
+__all__ = ["PROFILES", "PrefixCache", "Profile", "SimulatedModel", "WebLatency", "with_latency"]
+
+#: OpenAI's prompt cache: prefixes from 1,024 tokens on, in steps of 128 tokens.
+CACHE_MIN_TOKENS = 1024
+CACHE_STEP_TOKENS = 128
 
 
 @dataclass(frozen=True)
@@ -40,12 +50,19 @@ class Profile:
     input_price: float  # dollars per million tokens
     output_price: float
     source: str
+    cached_input_ratio: float = 0.5  # a cached input token's price over an input token's
 
-    def time_to_first_token(self, input_tokens: int) -> float:
-        return self.base_latency + input_tokens / self.prefill_tokens_per_second
+    def time_to_first_token(self, input_tokens: int, cached_tokens: int = 0) -> float:
+        return self.base_latency + (input_tokens - cached_tokens) / self.prefill_tokens_per_second
 
-    def cost(self, input_tokens: int, output_tokens: int) -> float:
-        return (input_tokens * self.input_price + output_tokens * self.output_price) / 1e6
+    def cost(self, input_tokens: int, output_tokens: int, cached_tokens: int = 0) -> float:
+        fresh = input_tokens - cached_tokens
+        cached_price = self.input_price * self.cached_input_ratio
+        return (
+            fresh * self.input_price
+            + cached_tokens * cached_price
+            + output_tokens * self.output_price
+        ) / 1e6
 
 
 #: Endpoint profiles of the paper's era (late 2023).  Latencies are typical public figures, not
@@ -124,13 +141,67 @@ def _no_words(messages: Sequence[Message]) -> str:
     )
 
 
+class PrefixCache:
+    """The prompts an endpoint saw last, and how much of a new one they cover.
+
+    Prompts are compared as text (each message's role and content, framed); the longest
+    common prefix with any of the last ``size`` prompts counts, in whole blocks of
+    ``CACHE_STEP_TOKENS`` tokens from ``CACHE_MIN_TOKENS`` on.
+    """
+
+    def __init__(self, size: int = 256) -> None:
+        self.size = size
+        self._prompts: dict[str, None] = {}  # insertion-ordered: least recent first
+
+    @staticmethod
+    def text(messages: Sequence[Message]) -> str:
+        return "".join(f"<|{m.role}|>{m.content}<|end|>" for m in messages)
+
+    def lookup(self, messages: Sequence[Message]) -> int:
+        """The cached tokens of ``messages``' prompt; the prompt is remembered for later."""
+        prompt = self.text(messages)
+        best = 0
+        for seen in self._prompts:
+            best = max(best, _common_prefix(seen, prompt))
+        self._prompts.pop(prompt, None)
+        self._prompts[prompt] = None
+        while len(self._prompts) > self.size:
+            del self._prompts[next(iter(self._prompts))]
+        if best == 0:
+            return 0
+        tokens = count_tokens(prompt[:best])
+        if tokens < CACHE_MIN_TOKENS:
+            return 0
+        return tokens - tokens % CACHE_STEP_TOKENS
+
+
+def _common_prefix(a: str, b: str) -> int:
+    """The length of the longest common prefix of ``a`` and ``b`` (binary search on slices,
+    so it runs at C speed)."""
+    low, high = 0, min(len(a), len(b))
+    while low < high:
+        mid = (low + high + 1) // 2
+        if a[:mid] == b[:mid]:
+            low = mid
+        else:
+            high = mid - 1
+    return low
+
+
 class SimulatedModel(Model):
-    """A model whose words come from ``reply(messages)`` and whose timing from a profile."""
+    """A model whose words come from ``reply(messages)`` and whose timing from a profile;
+    with ``prefix_cache`` an endpoint with a prompt cache (see the module's docstring)."""
 
     supports_grammar = False
 
     def __init__(
-        self, reply: Responder, profile: Profile, *, time_scale: float = 1.0, name: str = ""
+        self,
+        reply: Responder,
+        profile: Profile,
+        *,
+        time_scale: float = 1.0,
+        name: str = "",
+        prefix_cache: bool | PrefixCache = False,
     ) -> None:
         if time_scale <= 0:
             raise ValueError("time_scale must be positive")
@@ -138,6 +209,13 @@ class SimulatedModel(Model):
         self.profile = profile
         self.time_scale = time_scale
         self.name = name or f"simulated:{profile.name}"
+        self.cache: PrefixCache | None = (
+            prefix_cache
+            if isinstance(prefix_cache, PrefixCache)
+            else PrefixCache()
+            if prefix_cache
+            else None
+        )
 
     async def stream(
         self,
@@ -155,7 +233,8 @@ class SimulatedModel(Model):
         if not isinstance(text, str):
             raise TypeError(f"a simulated model's reply must be text, not {type(text).__name__}")
         input_tokens = sum(count_tokens(m.content) + 4 for m in msgs)  # + chat framing
-        due = self.profile.time_to_first_token(input_tokens)
+        cached = 0 if self.cache is None else min(self.cache.lookup(msgs), input_tokens - 1)
+        due = self.profile.time_to_first_token(input_tokens, cached)
         rate = self.profile.decode_tokens_per_second
         stopper = StopFilter(stop)
         sent = 0
@@ -177,7 +256,12 @@ class SimulatedModel(Model):
         tail = stopper.flush()
         if tail:
             yield tail
-        yield TokenUsage(input_tokens=input_tokens, output_tokens=sent, estimated=False)
+        yield TokenUsage(
+            input_tokens=input_tokens,
+            output_tokens=sent,
+            estimated=False,
+            cached_input_tokens=max(0, cached),
+        )
 
 
 @dataclass(frozen=True)

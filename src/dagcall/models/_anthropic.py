@@ -107,6 +107,36 @@ def _to_anthropic(messages: Sequence[Message]) -> tuple[str, list[MessageParam]]
     return "\n\n".join(system), payload
 
 
+#: Marks the end of a prefix for the API's prompt cache (kept five minutes after each use).
+_EPHEMERAL = {"type": "ephemeral"}
+
+
+def _cache_breakpoints(
+    system: str, payload: list[MessageParam], tools: list[dict[str, Any]] | None
+) -> tuple[Any, list[MessageParam], list[dict[str, Any]] | None]:
+    """The request with prompt-cache breakpoints (three of the API's four): after the tools,
+    after the system prompt, and after the last message.  The API caches the prefix up to each
+    breakpoint; a later call whose prompt continues this one (the joiner after the planner, a
+    replan) reads it back at a tenth of the input price, and a prefix shorter than the
+    model's minimum (1,024 tokens or more) is just not cached."""
+    if tools:
+        tools = [*tools[:-1], {**tools[-1], "cache_control": _EPHEMERAL}]
+    system_param: Any = (
+        [{"type": "text", "text": system, "cache_control": _EPHEMERAL}] if system else omit
+    )
+    if payload:
+        last: dict[str, Any] = dict(payload[-1])
+        content = last["content"]
+        blocks: list[Any] = (
+            [{"type": "text", "text": content}] if isinstance(content, str) else list(content)
+        )
+        if blocks:
+            blocks[-1] = {**blocks[-1], "cache_control": _EPHEMERAL}
+            last["content"] = blocks
+        payload = [*payload[:-1], cast(MessageParam, last)]
+    return system_param, payload, tools
+
+
 def _field(obj: object, name: str) -> int | None:
     value = getattr(obj, name, None)
     return value if isinstance(value, int) and not isinstance(value, bool) else None
@@ -157,7 +187,12 @@ class _EventState(StreamState):
 
     def usage(self, messages: Sequence[Message], text: str, calls: list[ToolCall]) -> TokenUsage:
         if self.input_tokens is not None and self.output_tokens is not None:
-            return TokenUsage(self.input_tokens, self.output_tokens)
+            return TokenUsage(
+                self.input_tokens,
+                self.output_tokens,
+                cached_input_tokens=self.inputs.get("cache_read_input_tokens", 0),
+                cache_write_tokens=self.inputs.get("cache_creation_input_tokens", 0),
+            )
         # we stopped reading before the counts, or the server sent none
         return TokenUsage(
             input_tokens=self.input_tokens
@@ -225,6 +260,7 @@ class AnthropicModel(HTTPModel):
         timeout: float = 60.0,
         temperature: float | None = None,
         max_tokens: int = 4096,
+        prompt_cache: bool = True,
     ) -> None:
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
             raise UsageError(f"max_tokens must be a positive integer, not {max_tokens!r}")
@@ -244,6 +280,7 @@ class AnthropicModel(HTTPModel):
         )
         self.temperature = temperature
         self.max_tokens = max_tokens
+        self.prompt_cache = bool(prompt_cache)
 
     # -- the wire mapping -------------------------------------------------------------------------
     @staticmethod
@@ -291,12 +328,15 @@ class AnthropicModel(HTTPModel):
         system, payload = prepared
         # The API refuses whitespace-only stop sequences; they still apply locally.
         api_stops = [s for s in stops if s.strip()]
+        system_param: Any = system or omit
+        if self.prompt_cache:
+            system_param, payload, tools = _cache_breakpoints(system, payload, tools)
         return await client.messages.create(
             model=self.model,
             max_tokens=max_tokens or self.max_tokens,
             messages=payload,
             stream=True,
-            system=system or omit,
+            system=system_param,
             stop_sequences=api_stops or omit,
             tools=cast("list[ToolParam]", tools) if tools else omit,
             # No longer an SDK parameter, and refused by the current API version.

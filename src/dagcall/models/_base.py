@@ -52,11 +52,16 @@ class TokenUsage:
     """Tokens a model call consumed, as the provider reported them.
 
     ``estimated`` is true when the numbers are an estimate (the provider reported none).
+    ``cached_input_tokens`` of the input were read from a prompt cache (a provider's, or
+    llama.cpp's saved state) and ``cache_write_tokens`` written to one; both are part of
+    ``input_tokens``.
     """
 
     input_tokens: int
     output_tokens: int
     estimated: bool = False
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
 
 
 class Model(ABC):

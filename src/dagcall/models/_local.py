@@ -287,10 +287,11 @@ def _stable_prefix(prompt: str, payload: Sequence[dict[str, str]]) -> str:
     return prompt[:end]
 
 
-def _prepare(llm: Any, cache: PromptCache, tokens: list[int], anchor: int) -> None:
+def _prepare(llm: Any, cache: PromptCache, tokens: list[int], anchor: int) -> int:
     """Before a completion of ``tokens``: restore the saved state sharing the longest prefix
     with them when it beats what the live context already holds, and save the state of the
-    first ``anchor`` tokens (the stable prefix) when no entry covers it yet."""
+    first ``anchor`` tokens (the stable prefix) when no entry covers it yet.  Returns how many
+    leading tokens need no prefill (from the live context or a saved state)."""
     llama_cpp = _import_llama()
     ctx = llm._ctx.ctx
     live = common_prefix(llm.input_ids[: llm.n_tokens].tolist(), tokens)
@@ -311,8 +312,9 @@ def _prepare(llm: Any, cache: PromptCache, tokens: list[int], anchor: int) -> No
             llm._ctx.kv_cache_clear()
             live = 0
         llm._requires_eval = True
+    reused = live
     if cache.capacity <= 0 or anchor < MIN_SAVED_TOKENS or length >= anchor or live > anchor:
-        return  # nothing worth saving, already saved, or the live context serves this prompt
+        return reused  # nothing worth saving, already saved, or the live context serves it
     if live < anchor:
         llm.n_tokens = live
         llm.eval(tokens[live:anchor])  # drops the context's cells past ``live`` first
@@ -326,6 +328,7 @@ def _prepare(llm: Any, cache: PromptCache, tokens: list[int], anchor: int) -> No
         return int(llama_cpp.llama_state_seq_get_data(ctx, buffer, size, 0))
 
     cache.add(tokens[:anchor], size, write)
+    return reused
 
 
 class LocalModel(Model):
@@ -446,7 +449,7 @@ class LocalModel(Model):
                     if stable and cache.capacity > 0:
                         head = llm.tokenize(stable.encode(), add_bos=False, special=True)
                         anchor = min(common_prefix(head, tokens), n_in - 1)
-                    _prepare(llm, cache, tokens, anchor)
+                    reused = _prepare(llm, cache, tokens, anchor)
                     pieces: list[str] = []
                     for chunk in llm.create_completion(
                         tokens,
@@ -464,7 +467,14 @@ class LocalModel(Model):
                             put("text", text)
                     out = "".join(pieces)
                     n_out = len(llm.tokenize(out.encode(), add_bos=False, special=True))
-                put("done", TokenUsage(input_tokens=n_in, output_tokens=n_out))
+                put(
+                    "done",
+                    TokenUsage(
+                        input_tokens=n_in,
+                        output_tokens=n_out,
+                        cached_input_tokens=max(0, min(reused, n_in - 1)),
+                    ),
+                )
             except BaseException as exc:
                 put("error", exc)
 

@@ -95,7 +95,11 @@ def _chunk_usage(chunk: object) -> TokenUsage | None:
     prompt = getattr(usage, "prompt_tokens", None)
     completion = getattr(usage, "completion_tokens", None)
     if isinstance(prompt, int) and isinstance(completion, int):
-        return TokenUsage(input_tokens=prompt, output_tokens=completion)
+        # OpenAI caches long prompts' prefixes by itself and says how much it read back.
+        cached = getattr(getattr(usage, "prompt_tokens_details", None), "cached_tokens", None)
+        if not isinstance(cached, int) or isinstance(cached, bool) or not 0 <= cached <= prompt:
+            cached = 0
+        return TokenUsage(input_tokens=prompt, output_tokens=completion, cached_input_tokens=cached)
     return None
 
 
