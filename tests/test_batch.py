@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +29,20 @@ from dagcall.batch import (
     run_batch,
 )
 from dagcall.cli import main
+from dagcall.models import _providers as providers  # the registry, to restore it
 from dagcall.store import RunStore, default_path
 
 TOOLS = Path(__file__).with_name("batch_tools.py")
 SPEC = CompilerSpec(model="batchtest", tool_files=(str(TOOLS),), max_replans=0)
+
+
+@pytest.fixture(autouse=True)
+def _registry() -> Iterator[None]:
+    """Loading batch_tools.py registers its model prefixes: take them out again after."""
+    saved = dict(providers)
+    yield
+    providers.clear()
+    providers.update(saved)
 
 
 @pytest.fixture(autouse=True)

@@ -14,6 +14,7 @@ from dagcall import (
     DependencyError,
     Message,
     ModelError,
+    Optimizations,
     RunTimeoutError,
     ScriptedModel,
     ScriptExhaustedError,
@@ -406,8 +407,13 @@ async def test_global_and_per_tool_concurrency_limits() -> None:
 
     # work_b's own limit of 1 holds while the global limit of 3 lets work_a fill the rest
     lines = [f"{i}. work_b()" for i in range(1, 5)] + [f"{i}. work_a()" for i in range(5, 9)]
+    # (equal calls would run once: here each must run, to load the limits)
     compiler, _ = compiler_for(
-        [plan(*lines), FINISH], make("work_a", None), make("work_b", 1), max_concurrency=3
+        [plan(*lines), FINISH],
+        make("work_a", None),
+        make("work_b", 1),
+        max_concurrency=3,
+        optimize=Optimizations(dedupe="off"),
     )
     result = await compiler.arun("q")
     assert all(t.status is TaskStatus.DONE for t in result.tasks)
@@ -427,7 +433,11 @@ async def test_global_and_per_tool_concurrency_limits() -> None:
         await asyncio.sleep(0.05)
         in_tool -= 1
 
-    compiler, _ = compiler_for([plan(*[f"{i}. limited()" for i in range(1, 7)]), FINISH], limited)
+    compiler, _ = compiler_for(
+        [plan(*[f"{i}. limited()" for i in range(1, 7)]), FINISH],
+        limited,
+        optimize=Optimizations(dedupe="off"),
+    )
     await compiler.arun("q")
     assert tool_peak == 2
 

@@ -146,12 +146,17 @@ def test_options_are_checked() -> None:
     assert estimates.estimate("x") == 1.0
     assert estimates.observed("x") == 2
     assert Optimizations.none() == Optimizations(
-        field_access=False, dedupe="off", critical_path=False
+        field_access=False,
+        dedupe="off",
+        critical_path=False,
+        elide_joiner=False,
+        shared_prefix=False,
+        streaming=True,
     )
 
 
 async def test_the_gain_on_wide_plans_with_limits_of_2_and_4() -> None:
-    measured = await critical_path_gain((2, 4), step=0.05, repeats=1)
+    measured = await critical_path_gain((2, 4), step=0.2, repeats=1)
     assert [m.limit for m in measured] == [2, 4]
     for m in measured:
         # In theory 7 steps against 5: the chain no longer waits behind the wide tasks.

@@ -56,6 +56,14 @@ async def plain(query: str) -> str:
     return f"plain {query}"
 
 
+@tool(cacheable=False)
+async def clock(query: str) -> str:
+    """Every call must really happen (a clock, a poll)."""
+    calls[f"clock:{query}"] += 1
+    await asyncio.sleep(0.05)
+    return f"clock {query}"
+
+
 @tool(side_effects=True)
 async def send(to: str) -> str:
     """Sends something: every call must happen."""
@@ -86,7 +94,7 @@ def brief(key: str) -> str:
     return f"brief {key}"
 
 
-TOOLS = [lookup, plain, send, flaky, opaque, brief]
+TOOLS = [lookup, plain, clock, send, flaky, opaque, brief]
 
 
 def compiler(replies: list[str], **options: Any) -> Compiler:
@@ -138,22 +146,25 @@ async def test_which_tools_are_shared_is_switchable() -> None:
         '2. plain("a")',
         '3. lookup("b", delay=0)',
         '4. lookup("b", delay=0)',
-        "5. join()",
+        '5. clock("c")',
+        '6. clock("c")',
+        "7. join()",
     )
-    # Default: only tools declared cacheable are shared.
-    await compiler([lines, FINISH]).arun("q")
-    assert calls == {"plain:a": 2, "lookup:b": 1}
-    calls.clear()
-    # "pure": every tool without side effects.
-    result = await compiler([lines, FINISH], optimize=Optimizations(dedupe="pure")).arun("q")
-    assert calls == {"plain:a": 1, "lookup:b": 1}
+    # Default ("pure"): every tool without side effects, unless it says cacheable=False.
+    result = await compiler([lines, FINISH]).arun("q")
+    assert calls == {"plain:a": 1, "lookup:b": 1, "clock:c": 2}
     assert by_id(result)[2].reused_from == 1
+    assert by_id(result)[6].reused_from is None
+    calls.clear()
+    # "cacheable": only tools declared cacheable=True.
+    result = await compiler([lines, FINISH], optimize=Optimizations(dedupe="cacheable")).arun("q")
+    assert calls == {"plain:a": 2, "lookup:b": 1, "clock:c": 2}
     calls.clear()
     # Off (optimize=False turns every optimisation off).
     for off in (Optimizations(dedupe="off"), Optimizations(dedupe=False), False):
         calls.clear()
         result = await compiler([lines, FINISH], optimize=off).arun("q")
-        assert calls == {"plain:a": 2, "lookup:b": 2}
+        assert calls == {"plain:a": 2, "lookup:b": 2, "clock:c": 2}
         assert all(task.reused_from is None for task in result.tasks)
     assert Optimizations(dedupe=True).dedupe == "pure"
     with pytest.raises(UsageError, match="dedupe"):

@@ -134,7 +134,7 @@ def test_remote_and_cache_policy_is_kept_and_checked() -> None:
     assert (heavy.retries, heavy.placement, heavy.cacheable, heavy.cache_ttl) == (
         2,
         "remote",
-        False,
+        None,
         None,
     )
 

@@ -14,11 +14,11 @@ from typing import Any
 from ._cache import CallCache
 from ._errors import UsageError
 from ._executor import Executor
-from ._joiner import Joiner, JoinerDecision
+from ._joiner import Joiner, JoinerDecision, answer_text
 from ._optimize import LatencyEstimates, Optimizations, optimizations
 from ._plan import PlanItem, TaskSpec
 from ._planner import Planner
-from ._result import Round, RunEvent, RunResult, StopReason
+from ._result import Round, RunEvent, RunResult, StopReason, TaskStatus
 from ._run import EventHandler, RunLimits, RunScope, check_limits, drive
 from ._tools import Approver, BaseTool, Tool
 from ._toolsets import Toolbox, Toolset
@@ -128,8 +128,10 @@ class Compiler:
             examples=examples,
             constrained=constrained_plans,
             idle_timeout=llm_idle_timeout,
+            shared_prefix=self.optimize.shared_prefix,
+            join_answer=self.optimize.elide_joiner,
         )
-        self.joining = Joiner(self.joiner, idle_timeout=llm_idle_timeout)
+        self.joining = Joiner(self.joiner, idle_timeout=llm_idle_timeout, planner=self.planning)
 
     @property
     def plan_grammar(self) -> str | None:
@@ -274,6 +276,19 @@ class _Run(RunScope):
             self.budget.check()
             await self.wait_for_tasks()
             self.budget.check()
+            answer = self.named_answer(rnd) if self.c.optimize.elide_joiner else None
+            if answer is not None:  # the plan named its answer, and everything succeeded
+                rnd.joiner_elided = True
+                rnd.decision = "finish"
+                rnd.answer = answer
+                rnd.joiner_thought = (
+                    f"the plan names task {rnd.answer_task}'s result as the answer, and every "
+                    "task of the round succeeded: no joiner call"
+                )
+                self.emit("round_end")
+                self.result.answer = answer
+                self.result.stop_reason = StopReason.FINISH
+                return
             decision = await self.join(rnd, may_replan=index < last)
             self.budget.check()
             self.emit("round_end")
@@ -303,16 +318,43 @@ class _Run(RunScope):
             on_text=self.plan_text,
             record=self.add_call,
         )
-        async with aclosing(plan) as items:
-            async for item in items:
-                self.accept(item, rnd)
+        # Optimizations(streaming=False), the paper's ablation: no task starts before the
+        # whole plan has arrived.
+        held: list[PlanItem] | None = None if self.c.optimize.streaming else []
+        try:
+            async with aclosing(plan) as items:
+                async for item in items:
+                    self.accept(item, rnd, hold=held)
+        finally:
+            for item in held or ():
+                self.submit(item, rnd)
 
-    def accept(self, item: PlanItem, rnd: Round) -> None:
+    def accept(self, item: PlanItem, rnd: Round, *, hold: list[PlanItem] | None = None) -> None:
+        """Take a plan item as it streams: a task goes to the task fetching unit now, or,
+        with ``hold``, is kept there until the plan is over."""
         # Every task line counts, valid or not, so an endless stream of broken lines stops
         # as surely as an endless stream of good ones.
         self.budget.count_line(f"task {item.id}" if isinstance(item, TaskSpec) else "a line")
         if isinstance(item, TaskSpec):
             rnd.task_ids.append(item.id)
+        if hold is not None:
+            hold.append(item)
+        else:
+            self.submit(item, rnd)
+
+    def named_answer(self, rnd: Round) -> str | None:
+        """The answer a plan named with ``join("$M")``, when M is one of its tasks and every
+        task of the round succeeded and the plan had no problems; else ``None``."""
+        records = self.scheduler.records
+        target = rnd.answer_task
+        if target is None or target not in rnd.task_ids or rnd.errors:
+            return None
+        if any(records[i].status is not TaskStatus.DONE for i in rnd.task_ids):
+            return None
+        return answer_text(records[target].output)
+
+    def submit(self, item: PlanItem, rnd: Round) -> None:
+        if isinstance(item, TaskSpec):
             self.result.tasks.append(self.scheduler.submit(item, rnd.index))
             return
         rnd.errors.append(item)

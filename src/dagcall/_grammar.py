@@ -56,7 +56,8 @@ def plan_grammar(tools: Sequence[BaseTool], *, max_tasks: int = 20) -> str:
         else:
             rules.append(f"{rule} ::= {_lit(t.name + '()')}")
     head = [
-        f'root ::= (thought? task){{1,{max_tasks}}} thought? num ". join()\\n"',
+        f'root ::= (thought? task){{1,{max_tasks}}} thought? num ". join(" answer? ")\\n"',
+        'answer ::= "\\"$" [1-9] [0-9]? "\\""',
         'task ::= num ". " call "\\n"',
         "call ::= " + " | ".join(calls),
     ]

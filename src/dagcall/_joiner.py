@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from ._streams import Clock
     from .models import Message, Model
 
-__all__ = ["Joiner", "JoinerDecision", "parse_joiner"]
+__all__ = ["Joiner", "JoinerDecision", "answer_text", "parse_joiner"]
 
 _ACTION = re.compile(r"\b(Finish|Replan)\s*\(", re.I)
 _LABEL = re.compile(r"\baction\s*:", re.I)
@@ -233,6 +233,21 @@ class _Parens:
         return None
 
 
+def answer_text(value: object) -> str:
+    """A task's result as a final answer (when the plan named it with ``join("$M")``): text
+    as it is (stripped), a whole float without its ``.0``, other floats to 12 significant
+    digits, anything else as its observation text."""
+    from ._result import observation_text
+
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, float) and not isinstance(value, bool):
+        if value.is_integer() and abs(value) < 1e15:
+            return str(int(value))
+        return f"{value:.12g}"
+    return observation_text(value).strip()
+
+
 class Joiner:
     """Decides with ``model`` whether a round's results answer the question.
 
@@ -269,6 +284,7 @@ class Joiner:
                 records=records,
                 ask="join",
                 may_replan=may_replan,
+                join_answer=planner.join_answer,
             )
         return joiner_messages(question, rounds, records, may_replan=may_replan)
 

@@ -11,15 +11,27 @@
   earlier one; also while that one is still running) takes its outcome instead of calling
   again.  Its :class:`~dagcall.TaskRecord` has ``reused_from`` = that task's id.  A failure
   is reused only within the round it happened in: a replan may retry the call.  Which tools:
-  ``"cacheable"`` (the default) those marked ``cacheable=True``, whose author declared that
-  equal calls may share one result; ``"pure"`` (or ``True``) every tool without side effects
-  (a clock or a random draw would be shared too); ``"off"`` (or ``False``) none.  Tools with
-  ``side_effects=True`` always run.
+  ``"pure"`` (or ``True``; the default) every tool without side effects, except those marked
+  ``cacheable=False`` (a clock, a poll, a random draw: every call must happen);
+  ``"cacheable"`` only those marked ``cacheable=True``; ``"off"`` (or ``False``) none.  Tools
+  with ``side_effects=True`` always run.
 * ``critical_path`` -- with ``max_concurrency`` set, when more tasks are ready than there are
   free slots, the next slot goes to the ready task with the longest remaining path to the end
   of the plan (the plan known so far), by per-tool latency estimates learned from the
   compiler's earlier calls (:class:`LatencyEstimates`), ties to the lower task id.  Each task's
   ``ready_at`` / ``started_at`` show the order.
+* ``elide_joiner`` -- the planner may end a plan with ``join("$M")``: the answer is task M's
+  result as it stands.  When M and every other task of the round succeeded (and the plan had
+  no problems), the run finishes with that result, without the joiner's LLM call; the round's
+  ``elided_from`` is M.  When anything failed, the joiner runs as usual.  Off, the planner is
+  not told about ``join("$M")`` and the joiner always runs.
+* ``shared_prefix`` -- the planner's, joiner's and replanner's prompts of one question are
+  one conversation (one system prompt, the question, each plan as written, its results), so
+  each call's prompt continues the last one's and a prompt cache (llama.cpp's context, a
+  provider's cache) serves all but the new part.  Off by default: measured in the benchmark
+  docs, it changes the joiner's prompt.
+* ``streaming`` -- dispatch each task as soon as its line has streamed (the paper's design);
+  off, the tasks start only when the whole plan has arrived (the paper's ablation).
 
 The call cache across runs is separate: ``Compiler(call_cache=MemoryCallCache())`` or
 ``SQLiteCallCache(path)`` (see :mod:`dagcall._cache`), for tools marked ``cacheable=True``;
@@ -54,16 +66,25 @@ class Optimizations:
     """Which of the compiler's optimisations are on (all are, by default: each is safe)."""
 
     field_access: bool = True
-    dedupe: DedupeScope | bool = "cacheable"  # True is read as "pure", False as "off"
+    dedupe: DedupeScope | bool = "pure"  # True is read as "pure", False as "off"
     critical_path: bool = True
+    elide_joiner: bool = True
+    shared_prefix: bool = False
+    streaming: bool = True
 
     @classmethod
     def none(cls) -> Optimizations:
-        """Every optimisation off: the plain LLMCompiler of the paper."""
-        return cls(field_access=False, dedupe="off", critical_path=False)
+        """Every optimisation off: the plain LLMCompiler of the paper (which streams)."""
+        return cls(
+            field_access=False,
+            dedupe="off",
+            critical_path=False,
+            elide_joiner=False,
+            shared_prefix=False,
+        )
 
     def __post_init__(self) -> None:
-        for name in ("field_access", "critical_path"):
+        for name in ("field_access", "critical_path", "elide_joiner", "shared_prefix", "streaming"):
             if not isinstance(getattr(self, name), bool):
                 raise UsageError(f"Optimizations({name}=...) must be True or False")
         scope: object = self.dedupe

@@ -86,8 +86,9 @@ DEFAULT_MAX_LINE_CHARS = 1_000_000
 _TASK_LINE = re.compile(r"^\s*(?:[-*]\s+)?(?:\*\*)?(\d+)(?:\*\*)?\s*\.\s*(.*)$", re.S)
 _THOUGHT_LINE = re.compile(r"^\s*(?:\*\*)?thought(?:\*\*)?\s*:\s*(.*)$", re.I | re.S)
 _CALL_LIKE = re.compile(r"^\s*[A-Za-z_]\w*\s*\(")
-_JOIN = re.compile(r"^\s*join\s*\(\s*\)\s*;?\s*(?:#.*)?$")
-_JOIN_START = re.compile(r"^\s*join\s*\(\s*\)")
+# ``join()``, or ``join("$M")`` naming the task whose result is the answer (also unquoted).
+_JOIN = re.compile(r"""^\s*join\s*\(\s*(?:(["']?)\$(\d{1,18})\1\s*)?\)\s*;?\s*(?:\#.*)?$""", re.X)
+_JOIN_START = re.compile(r"""^\s*join\s*\(\s*(?:(["']?)\$\d{1,18}\1\s*)?\)""")
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 # One selection after a reference: ``.name`` (an identifier: letters, digits and ``_``, not
 # starting with a digit, so "$1." ending a sentence and money like "$1.5" select nothing),
@@ -226,6 +227,8 @@ class PlanParser:
         self._text: list[str] = []
         self.finished = False
         self.join_seen = False
+        #: The task named by ``join("$M")`` as the answer, or ``None`` (``join()``).
+        self.join_target: int | None = None
         self.ignored: list[str] = []
         self.trailing_thought: str | None = None
         self.unfinished = ""
@@ -356,6 +359,11 @@ class PlanParser:
             self._end_drop()
         self._finish(out)
 
+    def _join(self, match: re.Match[str]) -> None:
+        self.join_seen = True
+        if match.group(2) is not None:
+            self.join_target = int(match.group(2))
+
     def _finish(self, out: list[PlanItem]) -> None:
         if not self.finished:
             self._flush_pending(out)
@@ -446,8 +454,9 @@ class PlanParser:
             self._flush_pending(out)
         if not stripped or stripped.startswith("```"):
             return
-        if _JOIN.match(stripped):
-            self.join_seen = True
+        joined = _JOIN.match(stripped)
+        if joined:
+            self._join(joined)
             self._finish(out)
             return
         thought = _THOUGHT_LINE.match(line)
@@ -458,8 +467,9 @@ class PlanParser:
         m = _TASK_LINE.match(line)
         if m:
             body = m.group(2).strip()
-            if _JOIN.match(body):
-                self.join_seen = True
+            joined = _JOIN.match(body)
+            if joined:
+                self._join(joined)
                 self._finish(out)
                 return
             self._pending, self._pending_size = [line], len(line)

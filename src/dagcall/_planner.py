@@ -30,7 +30,9 @@ class Planner:
     decodes plans under a GBNF grammar of the plan language (models with
     ``supports_grammar`` only); ``idle_timeout`` gives up a silent stream; ``shared_prefix``
     lays out the planner's, joiner's and replanner's prompts as one conversation
-    (:func:`~dagcall._prompts.conversation_messages`), so each continues the last.
+    (:func:`~dagcall._prompts.conversation_messages`), so each continues the last;
+    ``join_answer`` teaches the planner to end with ``join("$M")`` when task M's result is
+    the answer.
     """
 
     def __init__(
@@ -42,9 +44,11 @@ class Planner:
         constrained: bool,
         idle_timeout: float | None,
         shared_prefix: bool = False,
+        join_answer: bool = False,
     ) -> None:
         self.model = model
         self.shared_prefix = shared_prefix
+        self.join_answer = join_answer
         self.tools = tools
         self.examples = examples
         self.idle_timeout = idle_timeout
@@ -79,6 +83,7 @@ class Planner:
                 rounds=rounds,
                 records=records,
                 ask="plan",
+                join_answer=self.join_answer,
             )
         return planner_messages(
             question,
@@ -88,6 +93,7 @@ class Planner:
             records=records,
             reason=reason,
             first_id=max(records, default=0) + 1,
+            join_answer=self.join_answer,
         )
 
     async def plan(
@@ -153,5 +159,6 @@ class Planner:
                 line_times.append(partial)  # a last line without a newline
             rnd.plan = parser.text
             rnd.line_times = line_times
+            rnd.answer_task = parser.join_target
             rnd.thought = parser.trailing_thought
             record(call.record())

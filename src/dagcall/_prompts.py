@@ -45,15 +45,19 @@ def render(text: str, **values: str) -> str:
 
 
 @lru_cache(maxsize=64)
-def planner_system(tools: tuple[BaseTool, ...], examples: str | None) -> str:
-    """The planner's system prompt; it depends only on the tools and examples, so it is
-    built once per compiler configuration, not per question."""
+def planner_system(
+    tools: tuple[BaseTool, ...], examples: str | None, join_answer: bool = False
+) -> str:
+    """The planner's system prompt; it depends only on the tools, the examples and whether
+    the plan may name its answer (``join("$M")``), so it is built once per compiler
+    configuration, not per question."""
     listing = "\n\n".join(f"{i}. {t.render()}" for i, t in enumerate(tools, 1))
     if examples is None:
         examples = template("planner_examples.md")
     elif examples:
         examples = "\n" + examples.strip() + "\n"
-    return render(template("planner_system.md"), tools=listing, examples=examples)
+    rule = template("planner_join_answer.md").rstrip("\n") if join_answer else ""
+    return render(template("planner_system.md"), tools=listing, examples=examples, join_rule=rule)
 
 
 def planner_messages(
@@ -65,9 +69,10 @@ def planner_messages(
     records: dict[int, TaskRecord] | None = None,
     reason: str = "",
     first_id: int = 1,
+    join_answer: bool = False,
 ) -> list[Message]:
     """Messages for a first plan, or for a replan when ``rounds`` holds the earlier rounds."""
-    system = Message("system", planner_system(tuple(tools), examples))
+    system = Message("system", planner_system(tuple(tools), examples, join_answer))
     if not rounds:
         return [system, Message("user", f"Question: {fence_safe(question)}")]
     user = render(
@@ -110,9 +115,10 @@ def joiner_messages(
 
 
 @lru_cache(maxsize=64)
-def shared_system(tools: tuple[BaseTool, ...], examples: str | None) -> str:
+def shared_system(tools: tuple[BaseTool, ...], examples: str | None, join_answer: bool) -> str:
     """The system prompt of the shared-prefix layout: the planner's, then the joiner's rules."""
-    return planner_system(tools, examples).rstrip("\n") + "\n" + template("shared_rules.md")
+    planner = planner_system(tools, examples, join_answer)
+    return planner.rstrip("\n") + "\n" + template("shared_rules.md")
 
 
 def conversation_messages(
@@ -124,6 +130,7 @@ def conversation_messages(
     records: dict[int, TaskRecord],
     ask: Literal["plan", "join"],
     may_replan: bool = True,
+    join_answer: bool = False,
 ) -> list[Message]:
     """The shared-prefix layout: planner, joiner and replanner calls of one question are one
     conversation, each call's messages continuing the last one's.
@@ -137,7 +144,7 @@ def conversation_messages(
     holds everything but the results, and only they are paid for again.
     """
     messages = [
-        Message("system", shared_system(tuple(tools), examples)),
+        Message("system", shared_system(tuple(tools), examples, join_answer)),
         Message("user", f"Question: {fence_safe(question)}"),
     ]
     seen = 0

@@ -302,6 +302,10 @@ class Round(_Schema):
     joiner_thought: str = ""
     answer: str | None = None
     replan_reason: str | None = None
+    #: The task the plan named as the answer (``join("$M")``), and whether its result was
+    #: taken as the answer without the joiner's call (``Optimizations.elide_joiner``).
+    answer_task: int | None = None
+    joiner_elided: bool = False
     #: When each line of ``plan`` had streamed in full (its newline, or the stream's end for
     #: a last line without one), in seconds since the run started: the text's own schedule,
     #: independent of when dagcall parsed the line.
@@ -320,6 +324,8 @@ class Round(_Schema):
                 "joiner_thought": self.joiner_thought,
                 "answer": self.answer,
                 "replan_reason": self.replan_reason,
+                "answer_task": self.answer_task,
+                "joiner_elided": self.joiner_elided,
                 "line_times": self.line_times,
             }
         )

@@ -359,9 +359,9 @@ class Scheduler:
     def _shareable(self, tool: BaseTool) -> bool:
         """Whether equal calls of ``tool`` in this run may share one outcome."""
         scope = self.optimize.dedupe
-        if tool.side_effects or scope == "off":
+        if tool.side_effects or scope == "off" or tool.cacheable is False:
             return False
-        return scope == "pure" or tool.cacheable
+        return scope == "pure" or tool.cacheable is True
 
     async def _reuse(
         self, record: TaskRecord, key: str, arguments: dict[str, Any]

@@ -90,8 +90,11 @@ class BaseTool(abc.ABC):
     #: raised); the local executor does not retry.
     retries: int = 0
     placement: Placement = "auto"
-    #: Whether equal calls may share one result (common calls run once; the call cache).
-    cacheable: bool = False
+    #: Whether equal calls may share one result: ``True`` (common calls run once, and the call
+    #: cache across runs may answer them), ``False`` (every call must really happen: a clock,
+    #: a poll, a random draw), ``None`` (the default: shared within a run when the tool has no
+    #: side effects; see ``Optimizations.dedupe``).
+    cacheable: bool | None = None
     #: How long a cached result stays fresh, in seconds (``None``: for the cache's life).
     cache_ttl: float | None = None
 
@@ -105,7 +108,7 @@ class BaseTool(abc.ABC):
         resources: object = None,
         retries: object = 0,
         placement: object = "auto",
-        cacheable: object = False,
+        cacheable: object = None,
         cache_ttl: object = None,
     ) -> None:
         """Check and set the policy fields (``self.name`` must be set)."""
@@ -139,8 +142,8 @@ class BaseTool(abc.ABC):
                 f"{_safe_text(placement, 40, use_repr=True)}"
             )
         self.placement = cast(Placement, placement)
-        if not isinstance(cacheable, bool):
-            raise ToolDefinitionError(f"tool {self.name!r}: cacheable must be True or False")
+        if cacheable is not None and not isinstance(cacheable, bool):
+            raise ToolDefinitionError(f"tool {self.name!r}: cacheable must be True, False or None")
         if cacheable and side_effects:
             raise ToolDefinitionError(
                 f"tool {self.name!r}: a tool with side effects cannot be cacheable (each call "
@@ -225,7 +228,7 @@ class Tool(BaseTool):
         resources: Mapping[str, float] | None = None,
         retries: int = 0,
         placement: Placement = "auto",
-        cacheable: bool = False,
+        cacheable: bool | None = None,
         cache_ttl: float | None = None,
     ) -> None:
         if isinstance(function, Tool):
@@ -1395,7 +1398,7 @@ def tool(
     resources: Mapping[str, float] | None = None,
     retries: int = 0,
     placement: Placement = "auto",
-    cacheable: bool = False,
+    cacheable: bool | None = None,
     cache_ttl: float | None = None,
 ) -> Callable[[F], Tool]: ...
 
@@ -1414,7 +1417,7 @@ def tool(
     resources: Mapping[str, float] | None = None,
     retries: int = 0,
     placement: Placement = "auto",
-    cacheable: bool = False,
+    cacheable: bool | None = None,
     cache_ttl: float | None = None,
 ) -> Tool | Callable[[F], Tool]:
     """Make a sync or async function a tool.
@@ -1440,7 +1443,10 @@ def tool(
     (``{"num_cpus": 1, "num_gpus": 0.5, "my_resource": 1}``) is what one call needs,
     ``retries`` how many times a failed call is tried again, and ``placement`` where its
     calls run (see :data:`Placement`).  ``cacheable=True`` marks a tool whose equal calls may
-    share one result (no side effects); ``cache_ttl`` bounds how long a cached result lives.
+    share one result, within a run and across runs through a call cache; ``cacheable=False``
+    one whose every call must really happen (a clock, a poll); by default (``None``) equal
+    calls of a tool without side effects share one result within a run.  ``cache_ttl`` bounds
+    how long a cached result lives.
     """
 
     def make(fn: F) -> Tool:

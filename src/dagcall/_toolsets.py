@@ -74,7 +74,7 @@ class SchemaTool(BaseTool):
         resources: Mapping[str, float] | None = None,
         retries: int = 0,
         placement: Placement = "auto",
-        cacheable: bool = False,
+        cacheable: bool | None = None,
         cache_ttl: float | None = None,
     ) -> None:
         self.name = _tool_name(invoke, name)
@@ -234,6 +234,11 @@ class DelegatingTool(BaseTool):
         self.max_concurrency = inner.max_concurrency
         self.side_effects = inner.side_effects
         self.cancel_grace = inner.cancel_grace
+        self.resources = inner.resources
+        self.retries = inner.retries
+        self.placement = inner.placement
+        self.cacheable = inner.cacheable
+        self.cache_ttl = inner.cache_ttl
 
     @property
     def json_schema(self) -> dict[str, Any]:
