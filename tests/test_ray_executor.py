@@ -117,7 +117,8 @@ class Slowpoke:
         return self.calls
 
 
-slowpoke = Tool(Slowpoke(), name="slowpoke", placement="actor", timeout=1.0)
+# Stateful, and clocks: every call must really happen (equal calls are not shared).
+slowpoke = Tool(Slowpoke(), name="slowpoke", placement="actor", timeout=1.0, cacheable=False)
 
 
 @tool(placement="remote")
@@ -180,7 +181,7 @@ def launch(marker: str) -> str:
     return "launched"
 
 
-@tool(placement="remote")
+@tool(placement="remote", cacheable=False)
 def interval(seconds: float) -> list[float]:
     """When the call ran, by the wall clock of the machine."""
     start = time.time()
@@ -217,10 +218,10 @@ class Counter:
         return [self.total, os.getpid()]
 
 
-count = Tool(Counter(), name="count", placement="actor")
+count = Tool(Counter(), name="count", placement="actor", cacheable=False)
 
 
-@tool(placement="actor")
+@tool(placement="actor", cacheable=False)
 async def apause(seconds: float) -> list[float]:
     """An async tool on its actor."""
     import asyncio

@@ -37,7 +37,7 @@ if _typing.TYPE_CHECKING:
         UsageError,
     )
     from ._executor import AsyncioExecutor, Executor, Invocation, Outcome
-    from ._joiner import JoinerDecision, parse_joiner
+    from ._joiner import JoinerDecision, answer_text, parse_joiner
     from ._optimize import LatencyEstimates, Optimizations
     from ._plan import END_OF_PLAN, PlanParser, Ref, TaskSpec, Template, parse_plan
     from ._result import (
@@ -105,6 +105,7 @@ _LAZY = {
     "Outcome": "._executor",
     "JoinerDecision": "._joiner",
     "parse_joiner": "._joiner",
+    "answer_text": "._joiner",
     "END_OF_PLAN": "._plan",
     "PlanParser": "._plan",
     "Ref": "._plan",
@@ -230,6 +231,7 @@ __all__ = [
     "UnknownToolError",
     "UsageError",
     "__version__",
+    "answer_text",
     "call_model",
     "current_tool_context",
     "json_safe",

@@ -96,14 +96,18 @@ async def _game24(config: BenchConfig) -> list[BenchRecord]:
     def model(reply: Callable[[Any], str]) -> Any:
         if config.model is not None:
             return config.model
-        return SimulatedModel(reply, config.profile, time_scale=scale)
+        return SimulatedModel(
+            reply, config.profile, time_scale=scale, prefix_cache=config.endpoint_cache() or False
+        )
 
     def scripted(reply: Callable[[Any], str]) -> Any:
         # the plan and the decision follow from the evaluations; with a real model the
         # proposer and evaluator are real and the search itself is the harness's
         if config.model is not None:
             return SimulatedModel(reply, config.profile, time_scale=1e-9, name="tot-driver")
-        return SimulatedModel(reply, config.profile, time_scale=scale)
+        return SimulatedModel(
+            reply, config.profile, time_scale=scale, prefix_cache=config.endpoint_cache() or False
+        )
 
     async def one(puzzle: tuple[int, ...], system: str) -> BenchRecord:
         async with sem:
@@ -117,6 +121,7 @@ async def _game24(config: BenchConfig) -> list[BenchRecord]:
                         session,
                         scripted(lambda _: session.plan()),
                         scripted(lambda _: session.join()),
+                        optimize=config.optimize,
                     )
                     run = await compiler.arun(f"Game of 24: {session.start}")
             except DagcallError as exc:

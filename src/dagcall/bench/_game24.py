@@ -24,6 +24,7 @@ from typing import Any
 
 from dagcall import (
     Compiler,
+    Optimizations,
     Round,
     RunResult,
     StopReason,
@@ -349,11 +350,17 @@ class _SequentialTreeOfThoughts(RunScope):
         return self.scheduler.records[task_id].output
 
 
-def dagcall_compiler(session: Game24Session, planner: Model, joiner: Model) -> Compiler:
+def dagcall_compiler(
+    session: Game24Session,
+    planner: Model,
+    joiner: Model,
+    optimize: Optimizations | bool = True,
+) -> Compiler:
     return Compiler(
         planner_model=planner,
         joiner_model=joiner,
         tools=session.tools(),
         max_replans=DEPTH - 1,
         max_tasks=4 * BREADTH,
+        optimize=optimize,
     )

@@ -63,6 +63,7 @@ class Summary:
     cost_ratio: float | None = None  # baseline's mean cost over this system's
     bound_ratio: float | None = None  # mean of latency / critical-path bound
     mean_reward: float | None = None  # WebShop: the mean purchase reward (accuracy: success)
+    cached_input_tokens: float = 0.0  # of input_tokens, read from a prompt cache
     #: Speedup and cost ratio against other baselines of the workload (WebShop: LATS).
     versus: dict[str, dict[str, float | None]] = field(default_factory=dict)
 
@@ -101,6 +102,7 @@ def summarize(
                 llm_calls=statistics.fmean(r.llm_calls for r in rs),
                 input_tokens=statistics.fmean(r.input_tokens for r in rs),
                 output_tokens=statistics.fmean(r.output_tokens for r in rs),
+                cached_input_tokens=statistics.fmean(r.cached_input_tokens for r in rs),
                 cost=None
                 if any(c is None for c in costs)
                 else statistics.fmean(c for c in costs if c is not None),
@@ -146,8 +148,9 @@ def markdown_table(summaries: Sequence[Summary]) -> str:
         f"| {s.workload} | {s.system} | {s.questions}"
         + (f" ({s.errors} err)" if s.errors else "")
         + f" | {s.accuracy:.1%} | {s.mean_latency:.2f} | {s.p50_latency:.2f} "
-        f"| {s.p95_latency:.2f} | {s.llm_calls:.1f} | {s.input_tokens:,.0f} "
-        f"| {s.output_tokens:,.0f} | {_fmt(s.cost, '.5f')} | {_fmt(s.speedup, '.2f', 'x')} "
+        f"| {s.p95_latency:.2f} | {s.llm_calls:.1f} | {s.input_tokens:,.0f}"
+        + (f" ({s.cached_input_tokens:,.0f} cached)" if s.cached_input_tokens >= 0.5 else "")
+        + f" | {s.output_tokens:,.0f} | {_fmt(s.cost, '.5f')} | {_fmt(s.speedup, '.2f', 'x')} "
         f"| {_fmt(s.cost_ratio, '.2f', 'x')} | {_fmt(s.bound_ratio, '.2f')} |"
         for s in summaries
     ]

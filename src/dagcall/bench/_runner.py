@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dagcall import DagcallError, RunResult
+from dagcall import DagcallError, Optimizations, RunResult, TaskStatus, answer_text
 from dagcall.pricing import run_cost
 
 from ..models import Model
@@ -19,7 +19,7 @@ from ._data import BenchDataError, BenchQuestion, load_workload
 from ._examples import EXAMPLES
 from ._reference import OracleResult, oracle
 from ._scoring import score
-from ._simulate import PROFILES, Profile, WebLatency
+from ._simulate import PROFILES, PrefixCache, Profile, WebLatency
 from ._systems import SYSTEMS, Setup, build_runner
 
 __all__ = ["BenchConfig", "BenchRecord", "peak_rss", "rss", "run_questions"]
@@ -43,6 +43,20 @@ class BenchConfig:
     webshop_episodes: int = 50  # WebShop instructions (each run by every WebShop system)
     webshop_products: int = 1200  # the size of WebShop's generated catalogue
     examples: dict[str, dict[str, str]] = field(default_factory=lambda: dict(EXAMPLES))
+    #: dagcall's optimisations (``Compiler(optimize=...)``), switched for the ablations.
+    optimize: Optimizations = field(default_factory=Optimizations)
+    #: Whether the simulated endpoint caches prompt prefixes (for every system alike).
+    prefix_cache: bool = False
+    _endpoint: PrefixCache | None = field(default=None, repr=False, compare=False)
+
+    def endpoint_cache(self) -> PrefixCache | None:
+        """The simulated endpoint's one prompt cache (shared by every system and question, as
+        a provider's is), or ``None`` without ``prefix_cache``."""
+        if not self.prefix_cache:
+            return None
+        if self._endpoint is None:
+            self._endpoint = PrefixCache()
+        return self._endpoint
 
     @property
     def simulated(self) -> bool:
@@ -72,6 +86,7 @@ class BenchRecord:
     bound: float | None = None
     error: str | None = None
     reward: float | None = None  # WebShop: the purchase's reward in [0, 1]
+    cached_input_tokens: int = 0  # of input_tokens, read from a prompt cache
     run: RunResult | None = None
 
     def to_dict(self, *, with_run: bool = True) -> dict[str, Any]:
@@ -121,6 +136,7 @@ def record_of(
         cost=_cost(run, config),
         bound=bound / scale if bound is not None else None,
         error=error,
+        cached_input_tokens=sum(c.cached_input_tokens for c in run.usage),
         run=run,
     )
 
@@ -140,6 +156,19 @@ async def _guarded(
         return record_of(workload, qid, system, gold, run, config)
 
 
+def _last_task_answers(result: OracleResult) -> bool:
+    """Whether the reference plan's last task gives a right answer as it stands: then the
+    simulated planner ends its plan with ``join("$M")`` naming it (joiner elision), as a
+    planner taught to would; otherwise with ``join()``."""
+    run = result.run
+    if run is None or not run.tasks or not result.correct:
+        return False
+    last = max(run.tasks, key=lambda t: t.id)
+    if last.status is not TaskStatus.DONE:
+        return False
+    return score(answer_text(last.output), result.question.gold)
+
+
 async def run_questions(
     questions: Sequence[BenchQuestion],
     config: BenchConfig,
@@ -149,6 +178,7 @@ async def run_questions(
     """Run each question with each system; returns the records and the oracle's results."""
     oracles = await asyncio.gather(*(oracle(q) for q in questions))
     answers = {o.question.key: o.answer for o in oracles}
+    named = {o.question.key: _last_task_answers(o) for o in oracles}
     by_workload = {
         workload: Setup(
             model=config.model,
@@ -156,6 +186,8 @@ async def run_questions(
             time_scale=config.scale,
             latency=WebLatency(median=config.tool_latency_median, seed=config.seed),
             examples=config.examples.get(workload),
+            optimize=config.optimize,
+            cache=config.endpoint_cache(),
         )
         for workload in {q.workload for q in questions}
     }
@@ -163,7 +195,13 @@ async def run_questions(
     jobs = []
     for q in questions:  # interleaved, so no system gets a quieter machine than another
         for system in config.systems:
-            make = build_runner(system, q, by_workload[q.workload], answers.get(q.key, ""))
+            make = build_runner(
+                system,
+                q,
+                by_workload[q.workload],
+                answers.get(q.key, ""),
+                named_answer=named.get(q.key, False),
+            )
             jobs.append(_guarded(sem, make, (q.workload, q.id, system, q.gold), config))
     records: list[BenchRecord] = []
     for done in asyncio.as_completed(jobs):

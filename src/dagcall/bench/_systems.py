@@ -7,14 +7,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from dagcall import BaseTool, Compiler, RunResult, TaskSpec, parse_plan
+from dagcall import BaseTool, Compiler, Optimizations, RunResult, TaskSpec, parse_plan
 
 from ..baselines import ParallelFunctionCallingAgent, ReActAgent
 from ..models import Message, Model
 from ..tools import math_tool
 from ._data import BenchQuestion
 from ._reference import math_responder, search_tool
-from ._simulate import Profile, SimulatedModel, WebLatency, with_latency
+from ._simulate import PrefixCache, Profile, SimulatedModel, WebLatency, with_latency
 
 __all__ = ["SYSTEMS", "Setup", "build_runner", "reference_tasks"]
 
@@ -36,6 +36,8 @@ class Setup:
     latency: WebLatency = field(default_factory=WebLatency)
     tool_latency: bool = True
     examples: dict[str, str] | None = None  # system -> few-shot examples (real models)
+    optimize: Optimizations = field(default_factory=Optimizations)  # dagcall's switches
+    cache: PrefixCache | None = None  # the simulated endpoint's prompt cache, if it has one
 
 
 def reference_tasks(question: BenchQuestion) -> list[TaskSpec]:
@@ -97,14 +99,24 @@ def _nth(texts: list[str], index: int) -> str:
     return texts[min(index, len(texts) - 1)]
 
 
-def build_runner(system: str, question: BenchQuestion, setup: Setup, answer: str) -> Runner:
+def build_runner(
+    system: str,
+    question: BenchQuestion,
+    setup: Setup,
+    answer: str,
+    *,
+    named_answer: bool = False,
+) -> Runner:
     """A coroutine factory that runs ``question`` with ``system``; ``answer`` is the reference
-    answer the simulated model gives (unused with a real model)."""
+    answer the simulated model gives (unused with a real model); with ``named_answer`` the
+    simulated planner names its plan's last task as the answer (when elision is on)."""
 
     def simulated(reply: Callable[[list[Message]], str]) -> Model:
         if setup.profile is None:
             raise ValueError("a simulated run needs a profile")
-        return SimulatedModel(reply, setup.profile, time_scale=setup.time_scale)
+        return SimulatedModel(
+            reply, setup.profile, time_scale=setup.time_scale, prefix_cache=setup.cache or False
+        )
 
     examples = (setup.examples or {}).get(system, "")
     if system == "dagcall":
@@ -114,9 +126,14 @@ def build_runner(system: str, question: BenchQuestion, setup: Setup, answer: str
                 _tools(question, setup, setup.model),
                 examples=examples or None,
                 max_replans=1,
+                optimize=setup.optimize,
             )
         else:
             plan = question.plan_text()
+            if named_answer and setup.optimize.elide_joiner:
+                plan = plan.replace(
+                    "join()<END_OF_PLAN>", f'join("${len(question.plan)}")<END_OF_PLAN>'
+                )
             finish = f"Thought: The results answer the question.\nAction: Finish({answer})"
             compiler = Compiler(
                 planner_model=simulated(lambda _: plan),
@@ -124,6 +141,7 @@ def build_runner(system: str, question: BenchQuestion, setup: Setup, answer: str
                 tools=_tools(question, setup, simulated(math_responder(question))),
                 max_replans=0,
                 examples=examples or None,
+                optimize=setup.optimize,
             )
         return lambda: compiler.arun(question.question)
     if system == "react":

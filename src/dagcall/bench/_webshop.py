@@ -45,6 +45,7 @@ from typing import Any
 from dagcall import (
     Compiler,
     DagcallError,
+    Optimizations,
     Round,
     RunResult,
     StopReason,
@@ -551,6 +552,7 @@ def build_episode(
     latency: WebLatency | None = None,
     time_scale: float = 1.0,
     seed: int = 0,
+    optimize: Optimizations | bool = True,
 ) -> tuple[WebShopSession, Callable[[], Awaitable[RunResult]]]:
     """One episode's session and the coroutine factory that runs it.  With ``model`` the
     model decides; otherwise ``simulated(reply)`` makes the simulated model that speaks the
@@ -591,6 +593,7 @@ def build_episode(
             max_replans=DAGCALL_REPLANS,
             approve=approve_purchases,
             examples=DAGCALL_EXAMPLES,
+            optimize=optimize,
         )
         return session, lambda: compiler.arun(goal.text)
     raise ValueError(f"unknown WebShop system {system!r}")
@@ -640,7 +643,12 @@ async def run_webshop(config: BenchConfig) -> list[BenchRecord]:
     sem = asyncio.Semaphore(min(config.concurrency, WEBSHOP_CONCURRENCY))
 
     def simulated(reply: Callable[[list[Message]], str]) -> Model:
-        return SimulatedModel(reply, config.profile, time_scale=config.scale)
+        return SimulatedModel(
+            reply,
+            config.profile,
+            time_scale=config.scale,
+            prefix_cache=config.endpoint_cache() or False,
+        )
 
     built = [
         (
@@ -655,6 +663,7 @@ async def run_webshop(config: BenchConfig) -> list[BenchRecord]:
                 latency=latency,
                 time_scale=config.scale,
                 seed=config.seed,
+                optimize=config.optimize,
             ),
         )
         for goal in goals

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib.machinery
 import importlib.util
 import io
@@ -26,6 +27,7 @@ from dagcall import (
     Compiler,
     DagcallError,
     ModelNotAvailableError,
+    Optimizations,
     RunEvent,
     RunResult,
     Tool,
@@ -1078,6 +1080,19 @@ def loadtest(
     type=click.Path(file_okay=False, path_type=Path),
     help="Write report.md, runs.json, summary.json and PNG plots here.",
 )
+@click.option(
+    "--opt",
+    "opts",
+    multiple=True,
+    metavar="NAME=on|off",
+    help="Switch one of dagcall's optimisations (field_access, dedupe, critical_path, "
+    "elide_joiner, shared_prefix, streaming); repeatable. --opt none turns all off.",
+)
+@click.option(
+    "--prefix-cache",
+    is_flag=True,
+    help="The simulated endpoint caches prompt prefixes (as OpenAI does), for every system.",
+)
 def bench(
     workloads: tuple[str, ...],
     model: str,
@@ -1088,6 +1103,8 @@ def bench(
     tool_latency: float,
     data: Path | None,
     out: Path | None,
+    opts: tuple[str, ...],
+    prefix_cache: bool,
 ) -> None:
     """Reproduce the paper's comparisons: ReAct, parallel function calling and dagcall on
     ParallelQA, HotpotQA and Movie Recommendation, Tree-of-Thoughts on Game of 24, and ReAct
@@ -1134,6 +1151,8 @@ def bench(
     config.seed = seed
     config.tool_latency_median = tool_latency
     config.datasets = datasets
+    config.optimize = optimizations_from(opts)
+    config.prefix_cache = prefix_cache
     err = _stderr()
     done = [0]
 
@@ -1151,6 +1170,36 @@ def bench(
             _fail(f"cannot write the report to {out}: {exc.strerror or exc}")
         for path in written:
             err.print(f"wrote {path}", highlight=False, markup=False)
+
+
+def optimizations_from(opts: Sequence[str]) -> Optimizations:
+    """``--opt NAME=on|off`` (and ``--opt none`` / ``--opt all``) as an Optimizations."""
+    chosen = Optimizations()
+    names = [f.name for f in dataclasses.fields(Optimizations)]
+    for opt in opts:
+        word = opt.strip().lower()
+        if word in ("none", "off"):
+            chosen = Optimizations.none()
+            continue
+        if word in ("all", "on", "default"):
+            chosen = Optimizations()
+            continue
+        name, sep, value = word.partition("=")
+        name = name.strip().replace("-", "_")
+        value = value.strip()
+        if not sep or name not in names:
+            raise UsageError(
+                f"--opt {opt!r}: write NAME=on or NAME=off, NAME one of {', '.join(names)}"
+            )
+        if name == "dedupe" and value in ("pure", "cacheable"):
+            chosen = dataclasses.replace(chosen, dedupe=value)  # type: ignore[arg-type]
+            continue
+        if value not in ("on", "off", "true", "false", "1", "0"):
+            raise UsageError(f"--opt {opt!r}: the value must be on or off")
+        on = value in ("on", "true", "1")
+        setting: Any = ("pure" if on else "off") if name == "dedupe" else on
+        chosen = dataclasses.replace(chosen, **{name: setting})
+    return chosen
 
 
 from ._batch import batch as _batch  # noqa: E402 - it uses the helpers above
