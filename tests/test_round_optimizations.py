@@ -9,7 +9,15 @@ from typing import Any
 
 import pytest
 
-from dagcall import Compiler, Optimizations, RunResult, ScriptedModel, StopReason, tool
+from dagcall import (
+    Compiler,
+    Optimizations,
+    RunResult,
+    ScriptedModel,
+    StopReason,
+    answer_text,
+    tool,
+)
 from dagcall.models import Message
 
 FINISH = "Thought: done.\nAction: Finish(the answer)"
@@ -169,3 +177,36 @@ def test_off_by_default_the_joiner_has_its_own_prompt() -> None:
     _, model = run([plan(*SUM, "4. join()"), FINISH])
     planner, joiner = (c.messages for c in model.calls)
     assert planner[0].content != joiner[0].content
+
+
+@pytest.mark.parametrize(
+    "question",
+    [
+        "Which is taller, a or b?",
+        "Is a taller than b?",
+        "Who is taller?",
+        "How tall is the taller one, a or b?",
+    ],
+)
+def test_a_question_asking_for_a_choice_is_always_joined(question: str) -> None:
+    model = ScriptedModel([plan(*SUM, '4. join("$3")'), FINISH])
+    result = Compiler(model=model, tools=[height, calculator]).run(question)
+    assert [c.role for c in result.usage] == ["planner", "joiner"]
+    assert not result.rounds[0].joiner_elided
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (393.0, "393"),
+        (0.1 + 0.2, "0.3"),
+        (-2.5, "-2.5"),
+        (14_800_000, "14800000"),
+        ("  Paris \n", "Paris"),
+        ({"city": "Paris"}, '{"city": "Paris"}'),
+        (True, "True"),
+        (1e20, "1e+20"),
+    ],
+)
+def test_a_named_result_as_an_answer(value: object, text: str) -> None:
+    assert answer_text(value) == text

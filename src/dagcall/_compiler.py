@@ -14,7 +14,7 @@ from typing import Any
 from ._cache import CallCache
 from ._errors import UsageError
 from ._executor import Executor
-from ._joiner import Joiner, JoinerDecision, answer_text
+from ._joiner import Joiner, JoinerDecision, answer_text, asks_for_words
 from ._optimize import LatencyEstimates, Optimizations, optimizations
 from ._plan import PlanItem, TaskSpec
 from ._planner import Planner
@@ -343,11 +343,14 @@ class _Run(RunScope):
             self.submit(item, rnd)
 
     def named_answer(self, rnd: Round) -> str | None:
-        """The answer a plan named with ``join("$M")``, when M is one of its tasks and every
-        task of the round succeeded and the plan had no problems; else ``None``."""
+        """The answer a plan named with ``join("$M")``, when M is one of its tasks, every task
+        of the round succeeded, the plan had no problems and the question does not ask for a
+        choice or a yes or no (a tool's raw result is no answer to those); else ``None``."""
         records = self.scheduler.records
         target = rnd.answer_task
         if target is None or target not in rnd.task_ids or rnd.errors:
+            return None
+        if asks_for_words(self.result.question):
             return None
         if any(records[i].status is not TaskStatus.DONE for i in rnd.task_ids):
             return None

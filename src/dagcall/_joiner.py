@@ -22,7 +22,15 @@ if TYPE_CHECKING:
     from ._streams import Clock
     from .models import Message, Model
 
-__all__ = ["Joiner", "JoinerDecision", "answer_text", "parse_joiner"]
+__all__ = ["Joiner", "JoinerDecision", "answer_text", "asks_for_words", "parse_joiner"]
+
+# A question whose answer is a choice or a yes or no, not a value a tool returns: "which ...",
+# "who ...", "is X larger than Y?", "X or Y?".
+_CHOICE = re.compile(
+    r"^\W*(?:which|who|whom|whose|whether|is|are|was|were|do|does|did|can|could|will|would|"
+    r"has|have|had|should|shall|may|might|must)\b|\bor\b[^?]*\?\s*$",
+    re.I,
+)
 
 _ACTION = re.compile(r"\b(Finish|Replan)\s*\(", re.I)
 _LABEL = re.compile(r"\baction\s*:", re.I)
@@ -231,6 +239,13 @@ class _Parens:
         if self.last_close > o:
             return self.pos[self.last_close]
         return None
+
+
+def asks_for_words(question: str) -> bool:
+    """Whether ``question`` asks for a choice or a yes or no (English question words and an
+    ``... or ...?`` ending), whose answer a joiner must word: then a plan's ``join("$M")`` is
+    not taken as the answer without it."""
+    return bool(_CHOICE.search(question.strip()))
 
 
 def answer_text(value: object) -> str:

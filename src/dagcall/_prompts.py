@@ -54,6 +54,8 @@ def planner_system(
     listing = "\n\n".join(f"{i}. {t.render()}" for i, t in enumerate(tools, 1))
     if examples is None:
         examples = template("planner_examples.md")
+        if join_answer:
+            examples = examples.rstrip("\n") + "\n" + template("planner_examples_join.md")
     elif examples:
         examples = "\n" + examples.strip() + "\n"
     rule = template("planner_join_answer.md").rstrip("\n") if join_answer else ""

@@ -32,7 +32,7 @@ Question: How much taller is the Burj Khalifa than the Eiffel Tower?
 1. height("Burj Khalifa")
 2. height("Eiffel Tower")
 3. calculator("$1 - $2")
-4. join()
+4. join("$3")
 <END_OF_PLAN>
 """
 
