@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from dagcall import tool
+from dagcall.baselines import ReActAgent
 from dagcall.bench._simulate import PROFILES, PrefixCache, SimulatedModel, count_tokens
 from dagcall.models import Message, TokenUsage
 
@@ -49,3 +51,24 @@ async def test_cached_tokens_are_not_prefilled_and_cost_less() -> None:
     assert profile.cost(n, 1, c) == pytest.approx(
         ((n - c) * profile.input_price + c * profile.input_price / 2 + profile.output_price) / 1e6
     )
+
+
+async def test_react_resends_its_history_and_its_calls_record_the_cache() -> None:
+    @tool
+    def look(name: str) -> str:
+        """Look a name up."""
+        return f"{name} is 7 m tall"
+
+    steps = iter(['Thought: a.\nAction: look("a")', "Thought: done.\nAction: Finish(7 m)"])
+
+    def reply(messages: object) -> str:
+        return next(steps)
+
+    profile = PROFILES["llama-2-70b"]  # vLLM's prefix caching: 16-token blocks
+    model = SimulatedModel(reply, profile, time_scale=1e-6, prefix_cache=True)
+    result = await ReActAgent(model, [look], examples=LONG).arun("How tall is a?")
+    assert result.answer == "7 m"
+    first, second = result.usage
+    assert first.cached_input_tokens == 0
+    assert second.cached_input_tokens >= first.input_tokens - 16  # the whole first prompt
+    assert second.cached_input_tokens % 16 == 0

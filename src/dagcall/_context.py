@@ -207,4 +207,6 @@ def measured_call(
         time_to_first_token=completion.time_to_first_token if completion is not None else None,
         estimated=usage is None or usage.estimated,
         task_id=task_id,
+        cached_input_tokens=usage.cached_input_tokens if usage else 0,
+        cache_write_tokens=usage.cache_write_tokens if usage else 0,
     )

@@ -12,6 +12,7 @@ import abc
 import asyncio
 import contextlib
 import contextvars
+import copy
 import functools
 import inspect
 import keyword
@@ -399,8 +400,11 @@ class Tool(BaseTool):
 
     @property
     def json_schema(self) -> dict[str, Any]:
-        """The JSON Schema of the tool's arguments."""
-        return self.args_model.model_json_schema()
+        """The JSON Schema of the tool's arguments (built once; each caller gets a copy)."""
+        schema: dict[str, Any] | None = self.__dict__.get("_json_schema")
+        if schema is None:
+            schema = self.__dict__["_json_schema"] = self.args_model.model_json_schema()
+        return copy.deepcopy(schema)
 
     @property
     def parameter_names(self) -> list[str]:

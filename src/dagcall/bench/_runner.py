@@ -55,7 +55,10 @@ class BenchConfig:
         if not self.prefix_cache:
             return None
         if self._endpoint is None:
-            self._endpoint = PrefixCache()
+            self._endpoint = PrefixCache(
+                min_tokens=self.profile.cache_min_tokens,
+                step_tokens=self.profile.cache_step_tokens,
+            )
         return self._endpoint
 
     @property

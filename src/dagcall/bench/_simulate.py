@@ -7,11 +7,13 @@ that dagcall's parser sees plan lines complete when they would.  Token counts ar
 ``cl100k_base`` counts of the prompts the systems really build.  All waits are real
 ``asyncio.sleep`` calls multiplied by ``time_scale``, so the code under test runs for real.
 
-With ``prefix_cache=True`` the endpoint caches prompt prefixes the way OpenAI's does, for
-every system alike: a prompt that begins like one of the last prompts it was sent (the same
-system prompt and tools; ReAct's resent history; the joiner continuing the planner) has that
-prefix, in whole blocks of 128 tokens once it reaches 1,024, read back: it is not prefilled
-again, and it is billed at the profile's cached price.
+With ``prefix_cache=True`` the endpoint caches prompt prefixes, for every system alike: a
+prompt that begins like one of the last prompts it was sent (the same system prompt and
+tools; ReAct's resent history; the joiner continuing the planner) has that prefix read back
+in whole blocks, once it is long enough: it is not prefilled again, and it is billed at the
+profile's cached price.  The GPT profiles cache as OpenAI does (from 1,024 tokens, in steps
+of 128); ``llama-2-70b`` as vLLM's automatic prefix caching does (blocks of 16 tokens, no
+minimum).
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ __all__ = ["PROFILES", "PrefixCache", "Profile", "SimulatedModel", "WebLatency",
 #: OpenAI's prompt cache: prefixes from 1,024 tokens on, in steps of 128 tokens.
 CACHE_MIN_TOKENS = 1024
 CACHE_STEP_TOKENS = 128
+#: Prompts are compared with earlier ones that begin with the same this many characters.
+_BUCKET_CHARS = 48
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,8 @@ class Profile:
     output_price: float
     source: str
     cached_input_ratio: float = 0.5  # a cached input token's price over an input token's
+    cache_min_tokens: int = CACHE_MIN_TOKENS  # the shortest prefix the endpoint caches
+    cache_step_tokens: int = CACHE_STEP_TOKENS  # ... and the blocks it caches in
 
     def time_to_first_token(self, input_tokens: int, cached_tokens: int = 0) -> float:
         return self.base_latency + (input_tokens - cached_tokens) / self.prefill_tokens_per_second
@@ -99,6 +105,8 @@ PROFILES: dict[str, Profile] = {
         output_price=1.00,
         source="LLaMA-2-70B-chat served by vLLM on 8 A100s (the paper's setup): ~0.2-0.4 s to "
         "first token, ~25-35 tokens/s per stream; $1 / $1 per million (Anyscale Endpoints, 2023)",
+        cache_min_tokens=16,  # vLLM's automatic prefix caching: whole 16-token blocks
+        cache_step_tokens=16,
     ),
 }
 
@@ -145,13 +153,23 @@ class PrefixCache:
     """The prompts an endpoint saw last, and how much of a new one they cover.
 
     Prompts are compared as text (each message's role and content, framed); the longest
-    common prefix with any of the last ``size`` prompts counts, in whole blocks of
-    ``CACHE_STEP_TOKENS`` tokens from ``CACHE_MIN_TOKENS`` on.
+    common prefix with any of the last ``size`` prompts that begin alike counts, in whole
+    blocks of ``step_tokens`` tokens from ``min_tokens`` on.  Cheap enough not to hold up the
+    event loop (which a simulated run would magnify by its time scale).
     """
 
-    def __init__(self, size: int = 256) -> None:
+    def __init__(
+        self,
+        size: int = 64,
+        *,
+        min_tokens: int = CACHE_MIN_TOKENS,
+        step_tokens: int = CACHE_STEP_TOKENS,
+    ) -> None:
         self.size = size
-        self._prompts: dict[str, None] = {}  # insertion-ordered: least recent first
+        self.min_tokens = min_tokens
+        self.step_tokens = max(1, step_tokens)
+        # by the prompts' first characters, each insertion-ordered: least recent first
+        self._buckets: dict[str, dict[str, None]] = {}
 
     @staticmethod
     def text(messages: Sequence[Message]) -> str:
@@ -160,19 +178,18 @@ class PrefixCache:
     def lookup(self, messages: Sequence[Message]) -> int:
         """The cached tokens of ``messages``' prompt; the prompt is remembered for later."""
         prompt = self.text(messages)
-        best = 0
-        for seen in self._prompts:
-            best = max(best, _common_prefix(seen, prompt))
-        self._prompts.pop(prompt, None)
-        self._prompts[prompt] = None
-        while len(self._prompts) > self.size:
-            del self._prompts[next(iter(self._prompts))]
-        if best == 0:
+        bucket = self._buckets.setdefault(prompt[:_BUCKET_CHARS], {})
+        best = max((_common_prefix(seen, prompt) for seen in bucket), default=0)
+        bucket.pop(prompt, None)
+        bucket[prompt] = None
+        while len(bucket) > self.size:
+            del bucket[next(iter(bucket))]
+        if best < _BUCKET_CHARS:
             return 0
         tokens = count_tokens(prompt[:best])
-        if tokens < CACHE_MIN_TOKENS:
+        if tokens < self.min_tokens:
             return 0
-        return tokens - tokens % CACHE_STEP_TOKENS
+        return tokens - tokens % self.step_tokens
 
 
 def _common_prefix(a: str, b: str) -> int:
@@ -212,7 +229,9 @@ class SimulatedModel(Model):
         self.cache: PrefixCache | None = (
             prefix_cache
             if isinstance(prefix_cache, PrefixCache)
-            else PrefixCache()
+            else PrefixCache(
+                min_tokens=profile.cache_min_tokens, step_tokens=profile.cache_step_tokens
+            )
             if prefix_cache
             else None
         )
