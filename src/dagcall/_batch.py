@@ -458,17 +458,7 @@ class _RayRunner:
                 "Ray is not installed: pip install 'dagcall[ray]' (or 'ray>=2.50,<3')"
             ) from exc
         self.ray = ray
-        self.started = False
-        if not ray.is_initialized():
-            options: dict[str, Any] = {"log_to_driver": False, "include_dashboard": False}
-            if address == "local":
-                with _worker_limit(tasks):
-                    ray.init(address="local", **options)
-            elif address == "auto":
-                ray.init(**options)  # a running cluster if there is one, else a new local one
-            else:
-                ray.init(address=address, **options)
-            self.started = True
+        self.started = connect_ray(address, tasks)
         self.spec = spec.to_dict()
         self.remote = ray.remote(num_cpus=num_cpus, max_retries=0)(ray_task)
 
@@ -500,6 +490,30 @@ class _RayRunner:
     def close(self) -> None:
         if self.started:
             self.ray.shutdown()
+
+
+def connect_ray(address: str, tasks: int) -> bool:
+    """Connect this process to Ray as ``dagcall batch --ray`` does: ``"local"`` starts a local
+    instance (keeping ``tasks`` worker processes warm), ``"auto"`` joins a running cluster or
+    starts one, anything else is a cluster's address.  Returns whether this call started Ray
+    (then the caller shuts it down); already connected, it does nothing."""
+    try:
+        import ray
+    except ImportError as exc:
+        raise UsageError(
+            "Ray is not installed: pip install 'dagcall[ray]' (or 'ray>=2.50,<3')"
+        ) from exc
+    if ray.is_initialized():
+        return False
+    options: dict[str, Any] = {"log_to_driver": False, "include_dashboard": False}
+    if address == "local":
+        with _worker_limit(tasks):
+            ray.init(address="local", **options)
+    elif address == "auto":
+        ray.init(**options)  # a running cluster if there is one, else a new local one
+    else:
+        ray.init(address=address, **options)
+    return True
 
 
 @contextlib.contextmanager

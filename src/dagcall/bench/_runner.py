@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dagcall import DagcallError, Optimizations, RunResult, TaskStatus, answer_text
 from dagcall.pricing import run_cost
@@ -21,6 +21,9 @@ from ._reference import OracleResult, oracle
 from ._scoring import score
 from ._simulate import PROFILES, PrefixCache, Profile, WebLatency
 from ._systems import SYSTEMS, Setup, build_runner
+
+if TYPE_CHECKING:
+    from ._distributed import RayBench
 
 __all__ = ["BenchConfig", "BenchRecord", "peak_rss", "rss", "run_questions"]
 
@@ -47,6 +50,8 @@ class BenchConfig:
     optimize: Optimizations = field(default_factory=Optimizations)
     #: Whether the simulated endpoint caches prompt prefixes (for every system alike).
     prefix_cache: bool = False
+    #: Run the dataset workloads' questions as Ray tasks: ``"local"``, ``"auto"`` or an address.
+    ray: str | None = None
     _endpoint: PrefixCache | None = field(default=None, repr=False, compare=False)
 
     def endpoint_cache(self) -> PrefixCache | None:
@@ -144,7 +149,7 @@ def record_of(
     )
 
 
-async def _guarded(
+async def guarded(
     sem: asyncio.Semaphore,
     make: Callable[[], Any],
     describe: tuple[str, str, str, str],
@@ -195,9 +200,26 @@ async def run_questions(
         for workload in {q.workload for q in questions}
     }
     sem = asyncio.Semaphore(config.concurrency)
+    cluster: RayBench | None = None
+    if config.ray is not None:  # each run a Ray task, by the batch path
+        from ._distributed import RayBench
+
+        cluster = RayBench(config.ray, config.concurrency)
+
+    async def on_ray(cluster: RayBench, q: BenchQuestion, system: str) -> BenchRecord:
+        setup, answer = by_workload[q.workload], answers.get(q.key, "")
+        async with sem:
+            record: BenchRecord = await cluster.run(
+                system, q, setup, answer, named.get(q.key, False), config
+            )
+            return record
+
     jobs = []
     for q in questions:  # interleaved, so no system gets a quieter machine than another
         for system in config.systems:
+            if cluster is not None:
+                jobs.append(on_ray(cluster, q, system))
+                continue
             make = build_runner(
                 system,
                 q,
@@ -205,13 +227,17 @@ async def run_questions(
                 answers.get(q.key, ""),
                 named_answer=named.get(q.key, False),
             )
-            jobs.append(_guarded(sem, make, (q.workload, q.id, system, q.gold), config))
+            jobs.append(guarded(sem, make, (q.workload, q.id, system, q.gold), config))
     records: list[BenchRecord] = []
-    for done in asyncio.as_completed(jobs):
-        record = await done
-        records.append(record)
-        if progress is not None:
-            progress(record)
+    try:
+        for done in asyncio.as_completed(jobs):
+            record = await done
+            records.append(record)
+            if progress is not None:
+                progress(record)
+    finally:
+        if cluster is not None:
+            cluster.close()
     order = {(q.workload, q.id): i for i, q in enumerate(questions)}
     records.sort(key=lambda r: (order[(r.workload, r.question_id)], config.systems.index(r.system)))
     return records, list(oracles)

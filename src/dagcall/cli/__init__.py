@@ -1093,6 +1093,13 @@ def loadtest(
     is_flag=True,
     help="The simulated endpoint caches prompt prefixes (as OpenAI does), for every system.",
 )
+@click.option(
+    "--ray",
+    "ray_address",
+    metavar="ADDRESS",
+    help="Run the dataset workloads' questions as Ray tasks (the batch path): local, auto, "
+    "or a cluster's address.",
+)
 def bench(
     workloads: tuple[str, ...],
     model: str,
@@ -1105,6 +1112,7 @@ def bench(
     out: Path | None,
     opts: tuple[str, ...],
     prefix_cache: bool,
+    ray_address: str | None,
 ) -> None:
     """Reproduce the paper's comparisons: ReAct, parallel function calling and dagcall on
     ParallelQA, HotpotQA and Movie Recommendation, Tree-of-Thoughts on Game of 24, and ReAct
@@ -1153,6 +1161,7 @@ def bench(
     config.datasets = datasets
     config.optimize = optimizations_from(opts)
     config.prefix_cache = prefix_cache
+    config.ray = ray_address
     err = _stderr()
     done = [0]
 
