@@ -210,3 +210,30 @@ def test_a_question_asking_for_a_choice_is_always_joined(question: str) -> None:
 )
 def test_a_named_result_as_an_answer(value: object, text: str) -> None:
     assert answer_text(value) == text
+
+
+@pytest.mark.parametrize(
+    ("ending", "named"),
+    [
+        ('4. join("$3")', 3),
+        ("4. join('$3')", 3),
+        ("4. join($3)", 3),
+        ('4. join( "$3" )  # the sum', 3),
+        ('join("$3")', 3),
+        ('4. join("$0")', 0),  # no such task: joined
+        ('4. join("$99")', 99),  # no such task: joined
+        ('4. join("$3.total")', None),  # other arguments: the plan's end, nothing named
+        ("4. join($1, $2)", None),
+        ('4. join("$123456789012345678901234")', None),
+    ],
+)
+def test_join_lines_end_the_plan_and_name_an_answer_only_when_well_formed(
+    ending: str, named: int | None
+) -> None:
+    result, _ = run([plan(*SUM, ending), FINISH])
+    rnd = result.rounds[0]
+    assert rnd.answer_task == named
+    assert not rnd.errors
+    assert [t.id for t in result.tasks] == [1, 2, 3]
+    assert rnd.joiner_elided is (named == 3)
+    assert result.answer == ("393" if named == 3 else "the answer")

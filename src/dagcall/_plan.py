@@ -88,6 +88,9 @@ _THOUGHT_LINE = re.compile(r"^\s*(?:\*\*)?thought(?:\*\*)?\s*:\s*(.*)$", re.I | 
 _CALL_LIKE = re.compile(r"^\s*[A-Za-z_]\w*\s*\(")
 # ``join()``, or ``join("$M")`` naming the task whose result is the answer (also unquoted).
 _JOIN = re.compile(r"""^\s*join\s*\(\s*(?:(["']?)\$(\d{1,18})\1\s*)?\)\s*;?\s*(?:\#.*)?$""", re.X)
+# Any other ``join(...)`` line (``join($1, $2)``, ``join("$1.x")``): the plan's end, naming no
+# answer, so the joiner reads every result.
+_JOIN_LOOSE = re.compile(r"^\s*join\s*\(.{0,200}\)\s*;?\s*(?:#.*)?$", re.S)
 _JOIN_START = re.compile(r"""^\s*join\s*\(\s*(?:(["']?)\$\d{1,18}\1\s*)?\)""")
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 # One selection after a reference: ``.name`` (an identifier: letters, digits and ``_``, not
@@ -359,9 +362,9 @@ class PlanParser:
             self._end_drop()
         self._finish(out)
 
-    def _join(self, match: re.Match[str]) -> None:
+    def _join(self, match: re.Match[str] | None) -> None:
         self.join_seen = True
-        if match.group(2) is not None:
+        if match is not None and match.group(2) is not None:
             self.join_target = int(match.group(2))
 
     def _finish(self, out: list[PlanItem]) -> None:
@@ -433,6 +436,7 @@ class PlanParser:
             _TASK_LINE.match(line)
             or _THOUGHT_LINE.match(line)
             or _JOIN.match(line)
+            or _JOIN_LOOSE.match(line)
             or line.lstrip().startswith("```")
         )
 
@@ -455,7 +459,7 @@ class PlanParser:
         if not stripped or stripped.startswith("```"):
             return
         joined = _JOIN.match(stripped)
-        if joined:
+        if joined or _JOIN_LOOSE.match(stripped):
             self._join(joined)
             self._finish(out)
             return
@@ -468,7 +472,7 @@ class PlanParser:
         if m:
             body = m.group(2).strip()
             joined = _JOIN.match(body)
-            if joined:
+            if joined or _JOIN_LOOSE.match(body):
                 self._join(joined)
                 self._finish(out)
                 return
