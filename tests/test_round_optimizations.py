@@ -237,3 +237,23 @@ def test_join_lines_end_the_plan_and_name_an_answer_only_when_well_formed(
     assert [t.id for t in result.tasks] == [1, 2, 3]
     assert rnd.joiner_elided is (named == 3)
     assert result.answer == ("393" if named == 3 else "the answer")
+
+
+@tool
+def record(name: str) -> dict[str, float]:
+    """A landmark's record."""
+    return {"height": 300.0}
+
+
+@pytest.mark.parametrize(
+    ("lines", "elided"),
+    [
+        (('1. record("a")', '2. join("$1")'), False),  # a record: the joiner words it
+        (('1. height("a")', '2. join("$1")'), True),  # a number: it is the answer
+    ],
+)
+def test_only_a_value_is_taken_as_the_answer(lines: tuple[str, ...], elided: bool) -> None:
+    model = ScriptedModel([plan(*lines), FINISH])
+    result = Compiler(model=model, tools=[height, record]).run("How tall is a?")
+    assert result.rounds[0].joiner_elided is elided
+    assert len(result.usage) == (1 if elided else 2)

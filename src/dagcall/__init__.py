@@ -40,6 +40,7 @@ if _typing.TYPE_CHECKING:
     from ._joiner import JoinerDecision, answer_text, parse_joiner
     from ._optimize import LatencyEstimates, Optimizations
     from ._plan import END_OF_PLAN, PlanParser, Ref, TaskSpec, Template, parse_plan
+    from ._plancache import PlanCache, PlanHit
     from ._result import (
         LLMCall,
         Round,
@@ -70,6 +71,8 @@ __version__ = "0.1.0"
 _LAZY = {
     "CallCache": "._cache",
     "MemoryCallCache": "._cache",
+    "PlanCache": "._plancache",
+    "PlanHit": "._plancache",
     "SQLiteCallCache": "._cache",
     "LatencyEstimates": "._optimize",
     "Optimizations": "._optimize",
@@ -202,7 +205,9 @@ __all__ = [
     "ModelStreamError",
     "Optimizations",
     "Outcome",
+    "PlanCache",
     "PlanError",
+    "PlanHit",
     "PlanParser",
     "PlanSyntaxError",
     "Ref",

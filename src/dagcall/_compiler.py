@@ -16,7 +16,8 @@ from ._errors import UsageError
 from ._executor import Executor
 from ._joiner import Joiner, JoinerDecision, answer_text, asks_for_words
 from ._optimize import LatencyEstimates, Optimizations, optimizations
-from ._plan import PlanItem, TaskSpec
+from ._plan import PlanItem, PlanParser, TaskSpec
+from ._plancache import PlanCache, PlanHit
 from ._planner import Planner
 from ._result import Round, RunEvent, RunResult, StopReason, TaskStatus
 from ._run import EventHandler, RunLimits, RunScope, check_limits, drive
@@ -51,7 +52,9 @@ class Compiler:
     once (by default for tools marked ``cacheable=True``) and critical-path scheduling under
     ``max_concurrency``; ``True``, the default, is ``Optimizations()``, ``False`` none);
     ``call_cache`` (a :class:`~dagcall.MemoryCallCache` or :class:`~dagcall.SQLiteCallCache`
-    for the results of tools marked ``cacheable=True``, across runs).
+    for the results of tools marked ``cacheable=True``, across runs); ``plan_cache`` (a
+    :class:`~dagcall.PlanCache`: plans of earlier questions reused for questions of the same
+    shape; off by default).
 
     With no model at all, ``DAGCALL_MODEL`` names one, else the embedded local model is used.
     """
@@ -76,6 +79,7 @@ class Compiler:
         executor: Executor | None = None,
         optimize: Optimizations | bool = True,
         call_cache: CallCache | None = None,
+        plan_cache: PlanCache | None = None,
     ) -> None:
         if model is None and (planner_model is None or joiner_model is None):
             model = resolve_model(None)  # DAGCALL_MODEL, else the embedded local model
@@ -120,6 +124,9 @@ class Compiler:
                 f"{type(call_cache).__name__}"
             )
         self.call_cache = call_cache
+        if plan_cache is not None and not isinstance(plan_cache, PlanCache):
+            raise UsageError(f"plan_cache must be a PlanCache, not {type(plan_cache).__name__}")
+        self.plan_cache = plan_cache
         #: Per-tool latencies learned from this compiler's calls (critical-path scheduling).
         self.latencies = LatencyEstimates()
         self.planning = Planner(
@@ -272,7 +279,15 @@ class _Run(RunScope):
             self.round = index
             self.result.rounds.append(rnd)
             self.emit("round_start")
-            await self.plan(rnd, reason)
+            cache = self.c.plan_cache
+            hit = None
+            if index == 0 and cache is not None:
+                hit = cache.lookup(self.result.question, list(self.c.planning.tools))
+            if hit is not None and hit.kind == "exact":
+                self.reuse(rnd, hit)
+            else:
+                await self.plan(rnd, reason, examples=hit.example if hit is not None else None)
+                rnd.plan_cache = hit.kind if hit is not None else None
             self.budget.check()
             await self.wait_for_tasks()
             self.budget.check()
@@ -288,6 +303,7 @@ class _Run(RunScope):
                 self.emit("round_end")
                 self.result.answer = answer
                 self.result.stop_reason = StopReason.FINISH
+                self.learn()
                 return
             decision = await self.join(rnd, may_replan=index < last)
             self.budget.check()
@@ -295,6 +311,7 @@ class _Run(RunScope):
             if decision.action == "finish":
                 self.result.answer = decision.text
                 self.result.stop_reason = StopReason.FINISH
+                self.learn()
                 return
             if index == last:  # asked to replan after being told it could not
                 self.result.answer = decision.thought or decision.text
@@ -302,11 +319,36 @@ class _Run(RunScope):
                 return
             reason = decision.text
 
-    async def plan(self, rnd: Round, reason: str) -> None:
+    def reuse(self, rnd: Round, hit: PlanHit) -> None:
+        """Run a plan the plan cache instantiated for this question: no planner call."""
+        parser = PlanParser(self.c.planning.tools, prior_ids=self.scheduler.records)
+        self.emit("plan_text", text=hit.plan)
+        for item in [*parser.feed(hit.plan + "\n"), *parser.close()]:
+            self.accept(item, rnd)
+        rnd.plan = parser.text
+        rnd.answer_task = parser.join_target
+        rnd.line_times = [self.now()] * rnd.plan.count("\n")
+        rnd.plan_cache = "exact"
+
+    def learn(self) -> None:
+        """Teach the plan cache a question answered in one round with every task done."""
+        cache = self.c.plan_cache
+        rounds = self.result.rounds
+        if cache is None or len(rounds) != 1 or rounds[0].plan_cache == "exact":
+            return
+        records = self.scheduler.records
+        if all(records[i].status is TaskStatus.DONE for i in rounds[0].task_ids):
+            cache.learn(self.result.question, rounds[0].plan, list(self.c.planning.tools))
+
+    async def plan(self, rnd: Round, reason: str, *, examples: str | None = None) -> None:
         """Stream a plan; each task goes to the task fetching unit as its line completes."""
         records = self.scheduler.records
         messages = self.c.planning.messages(
-            self.result.question, rounds=self.result.rounds[:-1], records=records, reason=reason
+            self.result.question,
+            rounds=self.result.rounds[:-1],
+            records=records,
+            reason=reason,
+            examples=examples,
         )
         self.budget.new_plan()
         plan = self.c.planning.plan(
@@ -344,8 +386,9 @@ class _Run(RunScope):
 
     def named_answer(self, rnd: Round) -> str | None:
         """The answer a plan named with ``join("$M")``, when M is one of its tasks, every task
-        of the round succeeded, the plan had no problems and the question does not ask for a
-        choice or a yes or no (a tool's raw result is no answer to those); else ``None``."""
+        of the round succeeded, the plan had no problems, the question does not ask for a
+        choice or a yes or no (a tool's raw result is no answer to those) and M's result is a
+        number or a short text (not a record or a list); else ``None``."""
         records = self.scheduler.records
         target = rnd.answer_task
         if target is None or target not in rnd.task_ids or rnd.errors:
@@ -354,7 +397,12 @@ class _Run(RunScope):
             return None
         if any(records[i].status is not TaskStatus.DONE for i in rnd.task_ids):
             return None
-        return answer_text(records[target].output)
+        output = records[target].output
+        if not isinstance(output, str | int | float) or isinstance(output, bool):
+            return None  # a record, a list, yes/no: the joiner words the answer from it
+        if isinstance(output, str) and (not output.strip() or len(output) > 500):
+            return None
+        return answer_text(output)
 
     def submit(self, item: PlanItem, rnd: Round) -> None:
         if isinstance(item, TaskSpec):

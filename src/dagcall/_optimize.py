@@ -21,10 +21,11 @@
   compiler's earlier calls (:class:`LatencyEstimates`), ties to the lower task id.  Each task's
   ``ready_at`` / ``started_at`` show the order.
 * ``elide_joiner`` -- the planner may end a plan with ``join("$M")``: the answer is task M's
-  result as it stands.  When M and every other task of the round succeeded (and the plan had
-  no problems), the run finishes with that result, without the joiner's LLM call; the round's
-  ``elided_from`` is M.  When anything failed, the joiner runs as usual.  Off, the planner is
-  not told about ``join("$M")`` and the joiner always runs.
+  result as it stands.  When M and every other task of the round succeeded, the plan had no
+  problems, the question asks for no choice or yes or no, and M's result is a number or a
+  short text, the run finishes with that result without the joiner's LLM call (the round's
+  ``joiner_elided``; ``answer_task`` is M).  When anything failed, the joiner runs as usual.
+  Off, the planner is not told about ``join("$M")`` and the joiner always runs.
 * ``shared_prefix`` -- the planner's, joiner's and replanner's prompts of one question are
   one conversation (one system prompt, the question, each plan as written, its results), so
   each call's prompt continues the last one's and a prompt cache (llama.cpp's context, a

@@ -72,14 +72,17 @@ class Planner:
         rounds: Sequence[Round] = (),
         records: dict[int, TaskRecord] | None = None,
         reason: str = "",
+        examples: str | None = None,
     ) -> list[Message]:
-        """The messages for a first plan, or for a replan after ``rounds``."""
+        """The messages for a first plan, or for a replan after ``rounds``; ``examples``
+        replace the planner's own for this call (a plan cache's example)."""
         records = records or {}
+        chosen = self.examples if examples is None else examples
         if self.shared_prefix:
             return conversation_messages(
                 question,
                 list(self.tools.values()),
-                examples=self.examples,
+                examples=chosen,
                 rounds=rounds,
                 records=records,
                 ask="plan",
@@ -88,7 +91,7 @@ class Planner:
         return planner_messages(
             question,
             list(self.tools.values()),
-            examples=self.examples,
+            examples=chosen,
             rounds=rounds,
             records=records,
             reason=reason,

@@ -306,6 +306,9 @@ class Round(_Schema):
     #: taken as the answer without the joiner's call (``Optimizations.elide_joiner``).
     answer_task: int | None = None
     joiner_elided: bool = False
+    #: What the plan cache gave this round: ``"exact"`` (its plan ran, no planner call),
+    #: ``"example"`` (the planner had a stored plan as its example), or ``None``.
+    plan_cache: Literal["exact", "example"] | None = None
     #: When each line of ``plan`` had streamed in full (its newline, or the stream's end for
     #: a last line without one), in seconds since the run started: the text's own schedule,
     #: independent of when dagcall parsed the line.
@@ -326,6 +329,7 @@ class Round(_Schema):
                 "replan_reason": self.replan_reason,
                 "answer_task": self.answer_task,
                 "joiner_elided": self.joiner_elided,
+                "plan_cache": self.plan_cache,
                 "line_times": self.line_times,
             }
         )

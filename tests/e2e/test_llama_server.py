@@ -110,7 +110,9 @@ def test_compiler_through_the_server(server: str) -> None:
     result = compiler.run(question)
     assert is_right(result.answer, expected), (result.answer, result.rounds)
     assert all(t.status is TaskStatus.DONE for t in result.tasks)
-    assert [c.role for c in result.usage] == ["planner", "joiner"]
+    # the plan may name its answer (join("$3")): then there is no joiner call
+    roles = [c.role for c in result.usage]
+    assert roles == (["planner"] if result.rounds[0].joiner_elided else ["planner", "joiner"])
     assert result.usage[0].input_tokens > 300
     print(
         f"\nvia llama_cpp.server: wall {result.wall_time:.1f}s, "
