@@ -222,3 +222,26 @@ def test_bench_command_without_datasets(
     code = main(["bench", "--model", "simulated:gpt-9", "--workload", "game24"])
     assert code == 2
     assert "unknown simulated profile" in capsys.readouterr().err
+
+
+@needs_datasets
+async def test_plan_reuse_learns_on_one_half_and_is_measured_on_the_other() -> None:
+    from dagcall.bench import BenchConfig, report_markdown, run_bench
+
+    config = BenchConfig(
+        workloads=["hotpotqa"],
+        systems=["dagcall"],
+        limit=8,
+        time_scale=0.005,
+        datasets=DATASETS,
+        plan_cache=True,
+    )
+    outcome = await run_bench(config)
+    phases = [r.plan_phase for r in outcome.records]
+    assert phases.count("train") == 4
+    assert phases.count("test") == 4
+    # nothing is reused while the cache is learning
+    assert all(r.plan_cache is None for r in outcome.records if r.plan_phase == "train")
+    for r in outcome.records:
+        assert (r.plan_fits is not None) == (r.plan_cache == "exact")
+    assert "Plan reuse" in report_markdown(outcome)

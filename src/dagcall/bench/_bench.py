@@ -24,6 +24,7 @@ from ._report import (
     PAPER,
     Summary,
     markdown_table,
+    plan_reuse_table,
     plot_gantt,
     plot_latency,
     reward_table,
@@ -193,6 +194,15 @@ def report_markdown(outcome: BenchOutcome) -> str:
             f"{min(outcome.config.concurrency, WEBSHOP_CONCURRENCY)} at a time):",
             "",
             rewards,
+        ]
+    reuse = plan_reuse_table(outcome.records)
+    if reuse:
+        lines += [
+            "",
+            "Plan reuse: dagcall's plan cache learned from the first half of each workload's "
+            "questions; on the second half:",
+            "",
+            reuse,
         ]
     oracle = outcome.oracle_accuracy()
     if oracle:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -154,6 +154,45 @@ def markdown_table(summaries: Sequence[Summary]) -> str:
         f"| {_fmt(s.cost_ratio, '.2f', 'x')} | {_fmt(s.bound_ratio, '.2f')} |"
         for s in summaries
     ]
+    return "\n".join([head, *rows])
+
+
+def plan_reuse_table(records: Sequence[BenchRecord]) -> str:
+    """Plan reuse, per workload: dagcall on the test half (plans learned from the training
+    half), how often the cache gave a plan, how often a reused plan was the reference one,
+    and what it saved; empty when the run had no plan cache."""
+    rows = []
+    workloads = dict.fromkeys(
+        r.workload for r in records if r.plan_phase == "test" and r.system == "dagcall"
+    )
+    for workload in workloads:
+        test = [
+            r
+            for r in records
+            if r.workload == workload and r.system == "dagcall" and r.plan_phase == "test"
+        ]
+        exact = [r for r in test if r.plan_cache == "exact"]
+        example = [r for r in test if r.plan_cache == "example"]
+        fits = sum(bool(r.plan_fits) for r in exact)
+        rest = [r for r in test if r.plan_cache != "exact"]
+
+        def mean(rs: Sequence[BenchRecord], get: Callable[[BenchRecord], float]) -> str:
+            return f"{statistics.fmean(get(r) for r in rs):.2f}" if rs else "–"
+
+        rows.append(
+            f"| {workload} | {len(test)} | {len(exact)} ({len(exact) / len(test):.0%}) "
+            f"| {fits}/{len(exact)} | {len(example)} "
+            f"| {sum(r.correct for r in test) / len(test):.1%} "
+            f"| {mean(exact, lambda r: r.latency)} | {mean(rest, lambda r: r.latency)} "
+            f"| {mean(exact, lambda r: r.llm_calls)} | {mean(rest, lambda r: r.llm_calls)} |"
+        )
+    if not rows:
+        return ""
+    head = (
+        "| workload | test questions | exact reuse | reused plan = reference | as example "
+        "| accuracy | mean s, reused | mean s, planned | LLM calls, reused | LLM calls, planned |\n"
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
+    )
     return "\n".join([head, *rows])
 
 

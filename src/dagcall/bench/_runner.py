@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dagcall import DagcallError, Optimizations, RunResult, TaskStatus, answer_text
+from dagcall import DagcallError, Optimizations, PlanCache, RunResult, TaskStatus, answer_text
 from dagcall.pricing import run_cost
 
 from ..models import Model
@@ -52,6 +52,9 @@ class BenchConfig:
     prefix_cache: bool = False
     #: Run the dataset workloads' questions as Ray tasks: ``"local"``, ``"auto"`` or an address.
     ray: str | None = None
+    #: Plan reuse: dagcall learns plans from the first half of each workload's questions
+    #: (run first) and reuses them on the second half (``Compiler(plan_cache=...)``).
+    plan_cache: bool = False
     _endpoint: PrefixCache | None = field(default=None, repr=False, compare=False)
 
     def endpoint_cache(self) -> PrefixCache | None:
@@ -95,6 +98,11 @@ class BenchRecord:
     error: str | None = None
     reward: float | None = None  # WebShop: the purchase's reward in [0, 1]
     cached_input_tokens: int = 0  # of input_tokens, read from a prompt cache
+    #: Plan reuse: "train" or "test" (the half the question is in), what the cache gave
+    #: ("exact", "example" or None), and whether a reused plan was the reference plan.
+    plan_phase: str | None = None
+    plan_cache: str | None = None
+    plan_fits: bool | None = None
     run: RunResult | None = None
 
     def to_dict(self, *, with_run: bool = True) -> dict[str, Any]:
@@ -196,9 +204,18 @@ async def run_questions(
             examples=config.examples.get(workload),
             optimize=config.optimize,
             cache=config.endpoint_cache(),
+            plan_cache=PlanCache() if config.plan_cache else None,
         )
         for workload in {q.workload for q in questions}
     }
+    phase: dict[str, str] = {}
+    if config.plan_cache:  # train on the first half of each workload, test on the second
+        by_name: dict[str, list[BenchQuestion]] = {}
+        for q in questions:
+            by_name.setdefault(q.workload, []).append(q)
+        for qs in by_name.values():
+            for i, q in enumerate(qs):
+                phase[q.key] = "train" if i < (len(qs) + 1) // 2 else "test"
     sem = asyncio.Semaphore(config.concurrency)
     cluster: RayBench | None = None
     if config.ray is not None:  # each run a Ray task, by the batch path
@@ -214,30 +231,53 @@ async def run_questions(
             )
             return record
 
-    jobs = []
-    for q in questions:  # interleaved, so no system gets a quieter machine than another
-        for system in config.systems:
-            if cluster is not None:
-                jobs.append(on_ray(cluster, q, system))
-                continue
-            make = build_runner(
-                system,
-                q,
-                by_workload[q.workload],
-                answers.get(q.key, ""),
-                named_answer=named.get(q.key, False),
-            )
-            jobs.append(guarded(sem, make, (q.workload, q.id, system, q.gold), config))
+    def jobs_of(batch: Sequence[BenchQuestion]) -> list[Any]:
+        jobs = []
+        for q in batch:  # interleaved, so no system gets a quieter machine than another
+            for system in config.systems:
+                if cluster is not None:
+                    jobs.append(on_ray(cluster, q, system))
+                    continue
+                make = build_runner(
+                    system,
+                    q,
+                    by_workload[q.workload],
+                    answers.get(q.key, ""),
+                    named_answer=named.get(q.key, False),
+                )
+                jobs.append(guarded(sem, make, (q.workload, q.id, system, q.gold), config))
+        return jobs
+
+    batches = (
+        [
+            [q for q in questions if phase[q.key] == "train"],
+            [q for q in questions if phase[q.key] == "test"],
+        ]
+        if config.plan_cache
+        else [list(questions)]
+    )
     records: list[BenchRecord] = []
     try:
-        for done in asyncio.as_completed(jobs):
-            record = await done
-            records.append(record)
-            if progress is not None:
-                progress(record)
+        for batch in batches:  # the test half only once the training half has been learned
+            for done in asyncio.as_completed(jobs_of(batch)):
+                record = await done
+                records.append(record)
+                if progress is not None:
+                    progress(record)
     finally:
         if cluster is not None:
             cluster.close()
+    if config.plan_cache:
+        reference = {(q.workload, q.id): q.plan for q in questions}
+        keys = {(q.workload, q.id): q.key for q in questions}
+        for r in records:
+            r.plan_phase = phase[keys[(r.workload, r.question_id)]]
+            if r.system == "dagcall" and r.run is not None and r.run.rounds:
+                first = r.run.rounds[0]
+                r.plan_cache = first.plan_cache
+                if first.plan_cache == "exact":
+                    calls = [t.call for t in r.run.tasks if t.round == 0]
+                    r.plan_fits = calls == list(reference[(r.workload, r.question_id)])
     order = {(q.workload, q.id): i for i, q in enumerate(questions)}
     records.sort(key=lambda r: (order[(r.workload, r.question_id)], config.systems.index(r.system)))
     return records, list(oracles)

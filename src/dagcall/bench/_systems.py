@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from dagcall import BaseTool, Compiler, Optimizations, RunResult, TaskSpec, parse_plan
+from dagcall import BaseTool, Compiler, Optimizations, PlanCache, RunResult, TaskSpec, parse_plan
 
 from ..baselines import ParallelFunctionCallingAgent, ReActAgent
 from ..models import Message, Model
@@ -38,6 +38,7 @@ class Setup:
     examples: dict[str, str] | None = None  # system -> few-shot examples (real models)
     optimize: Optimizations = field(default_factory=Optimizations)  # dagcall's switches
     cache: PrefixCache | None = None  # the simulated endpoint's prompt cache, if it has one
+    plan_cache: PlanCache | None = None  # dagcall's plan reuse, shared by a workload's runs
 
 
 def reference_tasks(question: BenchQuestion) -> list[TaskSpec]:
@@ -127,6 +128,7 @@ def build_runner(
                 examples=examples or None,
                 max_replans=1,
                 optimize=setup.optimize,
+                plan_cache=setup.plan_cache,
             )
         else:
             plan = question.plan_text()
@@ -142,6 +144,7 @@ def build_runner(
                 max_replans=0,
                 examples=examples or None,
                 optimize=setup.optimize,
+                plan_cache=setup.plan_cache,
             )
         return lambda: compiler.arun(question.question)
     if system == "react":

@@ -1094,6 +1094,12 @@ def loadtest(
     help="The simulated endpoint caches prompt prefixes (as OpenAI does), for every system.",
 )
 @click.option(
+    "--plan-cache",
+    is_flag=True,
+    help="Plan reuse: dagcall learns plans from the first half of each workload's questions "
+    "and reuses them on the second.",
+)
+@click.option(
     "--ray",
     "ray_address",
     metavar="ADDRESS",
@@ -1112,6 +1118,7 @@ def bench(
     out: Path | None,
     opts: tuple[str, ...],
     prefix_cache: bool,
+    plan_cache: bool,
     ray_address: str | None,
 ) -> None:
     """Reproduce the paper's comparisons: ReAct, parallel function calling and dagcall on
@@ -1162,6 +1169,7 @@ def bench(
     config.optimize = optimizations_from(opts)
     config.prefix_cache = prefix_cache
     config.ray = ray_address
+    config.plan_cache = plan_cache
     err = _stderr()
     done = [0]
 
