@@ -451,14 +451,10 @@ class _RayRunner:
     """Each question a Ray task; the tasks awaited on the event loop (``await ref``)."""
 
     def __init__(self, address: str, spec: CompilerSpec, num_cpus: float, tasks: int) -> None:
-        try:
-            import ray
-        except ImportError as exc:
-            raise UsageError(
-                "Ray is not installed: pip install 'dagcall[ray]' (or 'ray>=2.50,<3')"
-            ) from exc
+        self.started = connect_ray(address, tasks)  # a UsageError when Ray is not installed
+        import ray
+
         self.ray = ray
-        self.started = connect_ray(address, tasks)
         self.spec = spec.to_dict()
         self.remote = ray.remote(num_cpus=num_cpus, max_retries=0)(ray_task)
 

@@ -46,10 +46,10 @@ class RayBench:
     """Runs bench jobs as Ray tasks; ``close()`` shuts down a Ray instance it started."""
 
     def __init__(self, address: str, tasks: int) -> None:
+        self.started = connect_ray(address, tasks)  # a UsageError when Ray is not installed
         import ray
 
         self.ray = ray
-        self.started = connect_ray(address, tasks)
         self.remote = ray.remote(num_cpus=1, max_retries=0)(bench_job)
 
     async def run(
