@@ -16,7 +16,7 @@ from ._errors import UsageError
 from ._executor import Executor
 from ._joiner import Joiner, JoinerDecision, answer_text, asks_for_words
 from ._optimize import LatencyEstimates, Optimizations, optimizations
-from ._plan import PlanItem, PlanParser, TaskSpec
+from ._plan import PlanItem, TaskSpec, parse_plan
 from ._plancache import PlanCache, PlanHit
 from ._planner import Planner
 from ._result import Round, RunEvent, RunResult, StopReason, TaskStatus
@@ -321,9 +321,11 @@ class _Run(RunScope):
 
     def reuse(self, rnd: Round, hit: PlanHit) -> None:
         """Run a plan the plan cache instantiated for this question: no planner call."""
-        parser = PlanParser(self.c.planning.tools, prior_ids=self.scheduler.records)
+        items, parser = parse_plan(
+            hit.plan, self.c.planning.tools, prior_ids=self.scheduler.records
+        )
         self.emit("plan_text", text=hit.plan)
-        for item in [*parser.feed(hit.plan + "\n"), *parser.close()]:
+        for item in items:
             self.accept(item, rnd)
         rnd.plan = parser.text
         rnd.answer_task = parser.join_target
