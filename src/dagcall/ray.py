@@ -45,6 +45,7 @@ import asyncio
 import contextlib
 import inspect
 import os
+import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal, cast
 
@@ -292,6 +293,8 @@ class RayExecutor(AsyncioExecutor):
         for _, handle in actors.values():
             with contextlib.suppress(Exception):
                 ray.kill(handle, no_restart=True)
+        for _, handle in actors.values():
+            _wait_dead(handle)
         self._functions = {}
         if self._owns_ray:
             self._owns_ray = False
@@ -333,6 +336,20 @@ def ray_options(resources: Mapping[str, float] | None) -> dict[str, Any]:
 
 
 # -- on the worker -----------------------------------------------------------------------------
+
+
+def _wait_dead(handle: Any, patience: float = 10.0) -> None:
+    """Return once a killed actor is gone (``ray.kill`` is asynchronous: a call sent right
+    after it may still be served), or after ``patience`` seconds."""
+    deadline = time.monotonic() + patience
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            ray.get(handle.__ray_ready__.remote(), timeout=min(1.0, left))
+        except ray.exceptions.GetTimeoutError:
+            continue
+        except Exception:  # RayActorError: it is dead (or the cluster is gone)
+            return
+        time.sleep(0.05)
 
 
 def _run_here(
