@@ -222,6 +222,7 @@ async def oracle(question: BenchQuestion) -> OracleResult:
         tools=tools_for(question, math_model),
         max_replans=0,
         tool_timeout=10,
+        check_answers=False,  # the reference's scripted joiner, not a model to check
     )
     try:
         run = await compiler.arun(question.question)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from dagcall import DagcallError, Optimizations, PlanCache, RunResult, TaskStatus, answer_text
 from dagcall.pricing import run_cost
@@ -25,7 +26,16 @@ from ._systems import SYSTEMS, Setup, build_runner
 if TYPE_CHECKING:
     from ._distributed import RayBench
 
-__all__ = ["BenchConfig", "BenchRecord", "peak_rss", "rss", "run_questions"]
+__all__ = [
+    "BenchConfig",
+    "BenchRecord",
+    "peak_rss",
+    "rss",
+    "run_questions",
+    "sample_of",
+]
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -39,6 +49,9 @@ class BenchConfig:
     time_scale: float = 0.05
     concurrency: int = 16
     limit: int | None = None
+    #: A seeded random subset of this many questions per workload (``--sample``), in dataset
+    #: order; the same for every run with the same seed.
+    sample: int | None = None
     seed: int = 0
     tool_latency_median: float = 0.6
     datasets: Path | None = None
@@ -55,6 +68,11 @@ class BenchConfig:
     #: Plan reuse: dagcall learns plans from the first half of each workload's questions
     #: (run first) and reuses them on the second half (``Compiler(plan_cache=...)``).
     plan_cache: bool = False
+    #: dagcall's planner examples with a real model where the workload has none of its own
+    #: (Toolworld): chosen per question by an ExampleBank (True) or the built-in one (False).
+    example_bank: bool = True
+    #: dagcall's answer checks (``Compiler(check_answers=...)``).
+    check_answers: bool = True
     _endpoint: PrefixCache | None = field(default=None, repr=False, compare=False)
 
     def endpoint_cache(self) -> PrefixCache | None:
@@ -205,6 +223,7 @@ async def run_questions(
             optimize=config.optimize,
             cache=config.endpoint_cache(),
             plan_cache=PlanCache() if config.plan_cache else None,
+            check_answers=config.check_answers,
         )
         for workload in {q.workload for q in questions}
     }
@@ -283,14 +302,27 @@ async def run_questions(
     return records, list(oracles)
 
 
+def sample_of(items: Sequence[T], count: int | None, seed: int, name: str) -> list[T]:
+    """``count`` of ``items`` chosen at random, seeded by ``seed`` and ``name`` (so each
+    workload's subset is fixed), kept in their order; all of them when ``count`` is None."""
+    if count is None or count >= len(items):
+        return list(items)
+    draw = random.Random(f"{seed}/{name}")  # noqa: S311 - a reproducible sample, not a secret
+    chosen = sorted(draw.sample(range(len(items)), count))
+    return [items[i] for i in chosen]
+
+
 def select_questions(config: BenchConfig, workload: str) -> list[BenchQuestion]:
-    """The workload's questions, cut to ``config.limit``."""
+    """The workload's questions: a seeded sample of ``config.sample`` of them, or the first
+    ``config.limit``."""
     if config.datasets is None:
         raise BenchDataError(
             "the LLMCompiler datasets were not found: pass --data DIR (the folder holding "
             "parallelqa_dataset.json) or set DAGCALL_DATASETS"
         )
-    questions = load_workload(workload, config.datasets)
+    questions = sample_of(
+        load_workload(workload, config.datasets), config.sample, config.seed, workload
+    )
     return questions[: config.limit] if config.limit is not None else questions
 
 

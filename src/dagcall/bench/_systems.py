@@ -39,6 +39,7 @@ class Setup:
     optimize: Optimizations = field(default_factory=Optimizations)  # dagcall's switches
     cache: PrefixCache | None = None  # the simulated endpoint's prompt cache, if it has one
     plan_cache: PlanCache | None = None  # dagcall's plan reuse, shared by a workload's runs
+    check_answers: bool = True  # dagcall's answer checks (Compiler(check_answers=...))
 
 
 def reference_tasks(question: BenchQuestion) -> list[TaskSpec]:
@@ -129,6 +130,7 @@ def build_runner(
                 max_replans=1,
                 optimize=setup.optimize,
                 plan_cache=setup.plan_cache,
+                check_answers=setup.check_answers,
             )
         else:
             plan = question.plan_text()
