@@ -540,10 +540,13 @@ def test_grammar_is_passed_only_to_models_that_support_it() -> None:
     grammar = capable.calls[0].grammar
     assert grammar is not None
     assert '"search("' in grammar
-    assert capable.calls[1].grammar is None  # the joiner is free text
+    joiner_grammar = capable.calls[1].grammar  # the joiner: one Thought, one Action
+    assert joiner_grammar is not None
+    assert "Finish(" in joiner_grammar
     off = ScriptedModel([plan('1. search("a", delay=0)'), FINISH], supports_grammar=True)
     Compiler(model=off, tools=[search], constrained_plans=False).run("q")
     assert off.calls[0].grammar is None
+    assert off.calls[1].grammar is None
     with pytest.raises(UsageError, match="constrained_plans"):
         Compiler(model=ScriptedModel([]), tools=[search], constrained_plans=True)
 

@@ -37,6 +37,7 @@ if _typing.TYPE_CHECKING:
         UsageError,
     )
     from ._executor import AsyncioExecutor, Executor, Invocation, Outcome
+    from ._exemplars import ExampleBank
     from ._joiner import JoinerDecision, answer_text, parse_joiner
     from ._optimize import LatencyEstimates, Optimizations
     from ._plan import END_OF_PLAN, PlanParser, Ref, TaskSpec, Template, parse_plan
@@ -72,6 +73,7 @@ _LAZY = {
     "CallCache": "._cache",
     "MemoryCallCache": "._cache",
     "PlanCache": "._plancache",
+    "ExampleBank": "._exemplars",
     "PlanHit": "._plancache",
     "SQLiteCallCache": "._cache",
     "LatencyEstimates": "._optimize",
@@ -190,6 +192,7 @@ __all__ = [
     "DelegatingTool",
     "DependencyError",
     "DuplicateTaskError",
+    "ExampleBank",
     "Executor",
     "Invocation",
     "JoinerDecision",

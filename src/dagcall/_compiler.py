@@ -7,19 +7,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import AsyncGenerator, Callable, Iterable
 from contextlib import aclosing
 from typing import Any
 
 from ._cache import CallCache
-from ._errors import UsageError
+from ._checks import answer_problem, expected_kind, settle_expression
+from ._errors import ToolArgumentError, ToolError, ToolExecutionError, UsageError
 from ._executor import Executor
+from ._exemplars import ExampleBank
 from ._joiner import Joiner, JoinerDecision, answer_text, asks_for_words
 from ._optimize import LatencyEstimates, Optimizations, optimizations
 from ._plan import PlanItem, TaskSpec, parse_plan
 from ._plancache import PlanCache, PlanHit
 from ._planner import Planner
-from ._result import Round, RunEvent, RunResult, StopReason, TaskStatus
+from ._result import Round, RunEvent, RunResult, StopReason, TaskStatus, safe_text
 from ._run import EventHandler, RunLimits, RunScope, check_limits, drive
 from ._tools import Approver, BaseTool, Tool
 from ._toolsets import Toolbox, Toolset
@@ -45,16 +48,22 @@ class Compiler:
     :class:`~dagcall.BudgetError` naming the limit, with the partial result; ``approve``
     (called with each task of a tool declared ``side_effects=True``, sync or async; such tasks
     run only when it returns true, and are refused without it); ``examples`` (planner
-    examples replacing the built-in one; ``""`` for none); and ``constrained_plans`` (decode
-    plans under a grammar of the plan language so they always parse; on by default for
-    planners that support it, i.e. ``LocalModel``); ``optimize`` (an
+    examples replacing the built-in one; ``""`` for none; an :class:`~dagcall.ExampleBank`
+    chooses worked patterns per question, written with these tools); and
+    ``constrained_plans`` (decode plans under a grammar of the plan language so they always
+    parse, and the joiner's reply under one of ``Thought:`` and ``Action:``; on by default
+    for models that support it, i.e. ``LocalModel``); ``optimize`` (an
     :class:`~dagcall.Optimizations` switching field access in plans, common calls running
     once (by default for tools marked ``cacheable=True``) and critical-path scheduling under
     ``max_concurrency``; ``True``, the default, is ``Optimizations()``, ``False`` none);
     ``call_cache`` (a :class:`~dagcall.MemoryCallCache` or :class:`~dagcall.SQLiteCallCache`
     for the results of tools marked ``cacheable=True``, across runs); ``plan_cache`` (a
     :class:`~dagcall.PlanCache`: plans of earlier questions reused for questions of the same
-    shape; off by default).
+    shape; off by default); ``check_answers`` (on by default: a round whose named answer
+    needs a call that failed with a mendable error is replanned before it is joined, while
+    replans remain; an answer that is only arithmetic
+    is computed; an answer of the wrong kind for the question, or with a number no result
+    supports, is put to the joiner once more; see ``Round.answer_checks``).
 
     With no model at all, ``DAGCALL_MODEL`` names one, else the embedded local model is used.
     """
@@ -74,12 +83,13 @@ class Compiler:
         max_tasks: int | None = 64,
         max_tokens: int | None = None,
         approve: Approver | None = None,
-        examples: str | None = None,
+        examples: str | ExampleBank | None = None,
         constrained_plans: bool | None = None,
         executor: Executor | None = None,
         optimize: Optimizations | bool = True,
         call_cache: CallCache | None = None,
         plan_cache: PlanCache | None = None,
+        check_answers: bool = True,
     ) -> None:
         if model is None and (planner_model is None or joiner_model is None):
             model = resolve_model(None)  # DAGCALL_MODEL, else the embedded local model
@@ -109,6 +119,8 @@ class Compiler:
         self.max_tokens = max_tokens
         self.approve = approve
         self.examples = examples
+        # The joiner's reply is constrained too unless constrained decoding is switched off.
+        joiner_constrained = constrained_plans is not False and self.joiner.supports_grammar
         if constrained_plans is None:
             constrained_plans = self.planner.supports_grammar
         if constrained_plans and not self.planner.supports_grammar:
@@ -127,6 +139,7 @@ class Compiler:
         if plan_cache is not None and not isinstance(plan_cache, PlanCache):
             raise UsageError(f"plan_cache must be a PlanCache, not {type(plan_cache).__name__}")
         self.plan_cache = plan_cache
+        self.check_answers = check_answers
         #: Per-tool latencies learned from this compiler's calls (critical-path scheduling).
         self.latencies = LatencyEstimates()
         self.planning = Planner(
@@ -138,7 +151,12 @@ class Compiler:
             shared_prefix=self.optimize.shared_prefix,
             join_answer=self.optimize.elide_joiner,
         )
-        self.joining = Joiner(self.joiner, idle_timeout=llm_idle_timeout, planner=self.planning)
+        self.joining = Joiner(
+            self.joiner,
+            idle_timeout=llm_idle_timeout,
+            planner=self.planning,
+            constrained=joiner_constrained,
+        )
 
     @property
     def plan_grammar(self) -> str | None:
@@ -305,8 +323,19 @@ class _Run(RunScope):
                 self.result.stop_reason = StopReason.FINISH
                 self.learn()
                 return
+            if self.c.check_answers and index < last:
+                failed = self.failures(rnd)
+                if failed is not None:  # fix the calls first; no answer can rest on them
+                    rnd.answer_checks.append(failed)
+                    rnd.decision = "replan"
+                    rnd.replan_reason = reason = failed
+                    self.emit("round_end")
+                    continue
             decision = await self.join(rnd, may_replan=index < last)
             self.budget.check()
+            if decision.action == "finish" and self.c.check_answers:
+                decision = await self.check(rnd, decision, may_replan=index < last)
+                self.budget.check()
             self.emit("round_end")
             if decision.action == "finish":
                 self.result.answer = decision.text
@@ -318,6 +347,93 @@ class _Run(RunScope):
                 self.result.stop_reason = StopReason.MAX_REPLANS
                 return
             reason = decision.text
+
+    def failures(self, rnd: Round) -> str | None:
+        """Why round ``rnd`` must be replanned before it is joined: the plan named its answer
+        (``join("$M")``) and a call that answer needs failed with an error a new call can
+        mend (the tool's own error or its arguments' -- not a timeout or a refusal), with
+        those errors (the tools' hints); ``None`` otherwise (the joiner decides)."""
+        records = self.scheduler.records
+        target = rnd.answer_task
+        if target is None or target not in records:
+            return None
+        needed: set[int] = set()
+        todo = [target]
+        while todo:
+            task = todo.pop()
+            if task in needed or task not in records:
+                continue
+            needed.add(task)
+            todo.extend(records[task].deps)
+        failed = [
+            records[i]
+            for i in sorted(needed)
+            if records[i].status is TaskStatus.FAILED
+            and type(records[i].error) in (ToolError, ToolArgumentError, ToolExecutionError)
+        ]
+        if not failed:
+            return None
+        listed = "; ".join(
+            f"task {r.id}, {safe_text(r.call, 200)}, failed: {safe_text(r.observation, 300)}"
+            for r in failed[:5]
+        )
+        return (
+            f"{listed}. Call again what the answer needs, with the arguments the errors ask "
+            "for; do not repeat a failed call unchanged."
+        )
+
+    async def check(
+        self, rnd: Round, decision: JoinerDecision, *, may_replan: bool
+    ) -> JoinerDecision:
+        """The joiner's answer, checked (see :mod:`dagcall._checks`): an answer that is only
+        arithmetic is computed; one of the wrong kind, or with a number no result supports,
+        is shown to the joiner once more with what is wrong, and its second reply counts."""
+        decision = self.settle(rnd, decision)
+        records = self.scheduler.records
+        observations = [
+            records[i].observation
+            for r in self.result.rounds
+            for i in r.task_ids
+            if records[i].status is TaskStatus.DONE
+        ]
+        problem = answer_problem(self.result.question, decision.text, observations)
+        if problem is None:
+            return decision
+        rnd.answer_checks.append(problem)
+        first = rnd.joiner_output
+        messages = [
+            *self.c.joining.messages(
+                self.result.question, self.result.rounds, records, may_replan=may_replan
+            ),
+            Message("assistant", first.strip() or "-"),
+            Message("user", f"{problem} Reply again in the same form: Thought, then Action."),
+        ]
+        self.emit("joiner_start")
+        second = await self.c.joining.join(
+            messages,
+            rnd,
+            clock=self.now,
+            meter=self.budget.meter(messages, "joiner"),
+            on_text=self.joiner_text,
+            record=self.add_call,
+            may_replan=may_replan,
+        )
+        rnd.joiner_output = f"{first.rstrip()}\n\n{rnd.joiner_output}"
+        if second.action == "replan" and not may_replan:
+            return decision
+        return self.settle(rnd, second) if second.action == "finish" else second
+
+    def settle(self, rnd: Round, decision: JoinerDecision) -> JoinerDecision:
+        """``decision`` with an answer that is only arithmetic replaced by its value, when the
+        question asks for a number (not, say, for an expression that makes 24)."""
+        if expected_kind(self.result.question) != "number":
+            return decision
+        value = settle_expression(decision.text)
+        if value is None:
+            return decision
+        rnd.answer_checks.append(f"the answer {decision.text!r} was computed: {value}")
+        rnd.answer = value
+        return dataclasses.replace(decision, text=value)
 
     def reuse(self, rnd: Round, hit: PlanHit) -> None:
         """Run a plan the plan cache instantiated for this question: no planner call."""
@@ -428,6 +544,7 @@ class _Run(RunScope):
             meter=self.budget.meter(messages, "joiner"),
             on_text=self.joiner_text,
             record=self.add_call,
+            may_replan=may_replan,
         )
 
     def plan_text(self, text: str) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from ._tools import BaseTool
 
-__all__ = ["plan_grammar"]
+__all__ = ["joiner_grammar", "plan_grammar"]
 
 _COMMON = r"""
 thought ::= "Thought: " [^\n]+ "\n"
@@ -62,3 +62,17 @@ def plan_grammar(tools: Sequence[BaseTool], *, max_tasks: int = 20) -> str:
         "call ::= " + " | ".join(calls),
     ]
     return "\n".join(head + rules) + _COMMON
+
+
+def joiner_grammar(*, may_replan: bool) -> str:
+    """The GBNF grammar of a joiner's reply: one ``Thought:`` line, then ``Action:
+    Finish(...)`` (or, when ``may_replan``, ``Replan(...)``) on one line, so a small model
+    cannot drift into prose, a second answer or an action that is not allowed."""
+    actions = '"Finish(" | "Replan("' if may_replan else '"Finish("'
+    return "\n".join(
+        [
+            'root ::= "Thought: " line "\\nAction: " action',
+            f"action ::= ({actions}) line",
+            "line ::= [^\\n]+",
+        ]
+    )

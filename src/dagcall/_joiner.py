@@ -11,9 +11,10 @@ from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ._errors import BudgetError, UsageError
+from ._grammar import joiner_grammar
 
 if TYPE_CHECKING:
     from ._budget import Meter
@@ -23,14 +24,6 @@ if TYPE_CHECKING:
     from .models import Message, Model
 
 __all__ = ["Joiner", "JoinerDecision", "answer_text", "asks_for_words", "parse_joiner"]
-
-# A question whose answer is a choice or a yes or no, not a value a tool returns: "which ...",
-# "who ...", "is X larger than Y?", "X or Y?".
-_CHOICE = re.compile(
-    r"^\W*(?:which|who|whom|whose|whether|is|are|was|were|do|does|did|can|could|will|would|"
-    r"has|have|had|should|shall|may|might|must)\b|\bor\b[^?]*\?\s*$",
-    re.I,
-)
 
 _ACTION = re.compile(r"\b(Finish|Replan)\s*\(", re.I)
 _LABEL = re.compile(r"\baction\s*:", re.I)
@@ -245,7 +238,9 @@ def asks_for_words(question: str) -> bool:
     """Whether ``question`` asks for a choice or a yes or no (English question words and an
     ``... or ...?`` ending), whose answer a joiner must word: then a plan's ``join("$M")`` is
     not taken as the answer without it."""
-    return bool(_CHOICE.search(question.strip()))
+    from ._checks import expected_kind
+
+    return expected_kind(question) in ("choice", "yesno")
 
 
 def answer_text(value: object) -> str:
@@ -266,15 +261,23 @@ def answer_text(value: object) -> str:
 class Joiner:
     """Decides with ``model`` whether a round's results answer the question.
 
-    With ``planner`` whose ``shared_prefix`` is on, the joiner's prompt continues that
+    With ``constrained`` (the default) a model that supports grammars (llama.cpp) decodes its
+    reply under :func:`~dagcall._grammar.joiner_grammar`.  With ``planner`` whose
+    ``shared_prefix`` is on, the joiner's prompt continues that
     planner's conversation (its system prompt, the question, the plan) instead of a prompt
     of its own, so a prompt cache serves all but the results.
     """
 
     def __init__(
-        self, model: Model, *, idle_timeout: float | None, planner: Planner | None = None
+        self,
+        model: Model,
+        *,
+        idle_timeout: float | None,
+        planner: Planner | None = None,
+        constrained: bool = True,
     ) -> None:
         self.model = model
+        self.constrained = constrained
         self.idle_timeout = idle_timeout
         self.planner = planner
 
@@ -294,7 +297,7 @@ class Joiner:
             return conversation_messages(
                 question,
                 list(planner.tools.values()),
-                examples=planner.examples,
+                examples=planner.examples_for(question),
                 rounds=rounds,
                 records=records,
                 ask="join",
@@ -312,9 +315,11 @@ class Joiner:
         meter: Meter,
         on_text: Callable[[str], None],
         record: Callable[[LLMCall], None],
+        may_replan: bool = True,
     ) -> JoinerDecision:
         """Stream the joiner's reply for round ``rnd``, fill in the round's decision, and
-        return it; the call's usage goes to ``record`` however it ends."""
+        return it; the call's usage goes to ``record`` however it ends.  ``may_replan`` says
+        whether a ``Replan`` is allowed (the grammar of a constrained joiner follows it)."""
         from ._streams import ModelCall, model_error
 
         call = ModelCall(
@@ -326,8 +331,11 @@ class Joiner:
             meter=meter,
             idle_timeout=self.idle_timeout,
         )
+        options: dict[str, Any] = {}
+        if self.constrained and self.model.supports_grammar:  # one Thought, one Action
+            options["grammar"] = joiner_grammar(may_replan=may_replan)
         try:
-            async with aclosing(call.deltas()) as deltas:
+            async with aclosing(call.deltas(**options)) as deltas:
                 async for delta in deltas:
                     call.took(delta)
                     on_text(delta)

@@ -12,6 +12,7 @@ from typing import Any
 
 from ._budget import Meter
 from ._errors import BudgetError, UsageError
+from ._exemplars import ExampleBank
 from ._grammar import plan_grammar
 from ._plan import END_OF_PLAN, PlanItem, PlanParser
 from ._prompts import conversation_messages, planner_messages
@@ -26,7 +27,9 @@ __all__ = ["Planner"]
 class Planner:
     """Writes plans with ``model`` over ``tools``.
 
-    ``examples`` replace the built-in planner examples (``""`` for none); ``constrained``
+    ``examples`` replace the built-in planner examples (``""`` for none; an
+    :class:`~dagcall.ExampleBank` chooses them per question, falling back on the built-in
+    example when it cannot cast the tools); ``constrained``
     decodes plans under a GBNF grammar of the plan language (models with
     ``supports_grammar`` only); ``idle_timeout`` gives up a silent stream; ``shared_prefix``
     lays out the planner's, joiner's and replanner's prompts as one conversation
@@ -40,7 +43,7 @@ class Planner:
         model: Model,
         tools: Mapping[str, BaseTool],
         *,
-        examples: str | None,
+        examples: str | ExampleBank | None,
         constrained: bool,
         idle_timeout: float | None,
         shared_prefix: bool = False,
@@ -50,7 +53,8 @@ class Planner:
         self.shared_prefix = shared_prefix
         self.join_answer = join_answer
         self.tools = tools
-        self.examples = examples
+        self.bank = examples if isinstance(examples, ExampleBank) else None
+        self.examples = None if isinstance(examples, ExampleBank) else examples
         self.idle_timeout = idle_timeout
         self.constrained = constrained
         self._grammar: tuple[tuple[BaseTool, ...], str] | None = None
@@ -65,6 +69,15 @@ class Planner:
             self._grammar = (key, plan_grammar(list(self.tools.values())))
         return self._grammar[1]
 
+    def examples_for(self, question: str) -> str | None:
+        """The planner examples for ``question``: the bank's choice for it, or the fixed ones
+        (``None``: the built-in example)."""
+        if self.bank is not None:
+            return self.bank.examples(
+                question, list(self.tools.values()), join_answer=self.join_answer
+            )
+        return self.examples
+
     def messages(
         self,
         question: str,
@@ -77,7 +90,7 @@ class Planner:
         """The messages for a first plan, or for a replan after ``rounds``; ``examples``
         replace the planner's own for this call (a plan cache's example)."""
         records = records or {}
-        chosen = self.examples if examples is None else examples
+        chosen = self.examples_for(question) if examples is None else examples
         if self.shared_prefix:
             return conversation_messages(
                 question,

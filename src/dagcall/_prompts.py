@@ -106,6 +106,17 @@ def joiner_messages(
         if may_replan
         else "\nThis is the final round: answer now with Finish, from what the results support."
     )
+    failed = [
+        r
+        for rnd in rounds[-1:]
+        for i in rnd.task_ids
+        if (r := records.get(i)) is not None and getattr(r.status, "value", r.status) == "failed"
+    ]
+    if failed and may_replan:
+        final += (
+            "\nSome calls failed; their errors say why. If the answer needs them, reply "
+            "Replan(...) saying what to call again and how, rather than guessing."
+        )
     system = render(template("joiner_system.md"), replan_rule=rule)
     user = render(
         template("joiner_user.md"),

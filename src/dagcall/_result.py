@@ -313,6 +313,10 @@ class Round(_Schema):
     #: a last line without one), in seconds since the run started: the text's own schedule,
     #: independent of when dagcall parsed the line.
     line_times: list[float] = field(default_factory=list)
+    #: What the answer checks found (``Compiler(check_answers=True)``): each a sentence, such
+    #: as an answer of the wrong kind that the joiner was asked about once more, a computed
+    #: expression, or the failed tasks that were replanned before any joiner call.
+    answer_checks: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return _export(
@@ -331,6 +335,7 @@ class Round(_Schema):
                 "joiner_elided": self.joiner_elided,
                 "plan_cache": self.plan_cache,
                 "line_times": self.line_times,
+                "answer_checks": self.answer_checks,
             }
         )
 

@@ -1,0 +1,450 @@
+"""Planner examples chosen per question from a bank of worked plan patterns.
+
+A small model copies the shape of the examples it is shown: with one built-in example
+(``calculate("$2 - $1")``), "how much larger is A than B" came out as ``$2 - $1`` whatever
+the order, and an average of three look-ups as ``"$3 / 3"``.  So instead of one fixed
+example, :class:`ExampleBank` keeps worked patterns -- signed differences both ways, ratios,
+sums, averages, percent changes, extremes, comparisons and yes-or-no questions, chains where
+one look-up names what the next looks up, and look-ups that must first be read from a text --
+and for each question picks the ones its wording calls for (English cue words, nothing tuned
+to a question set), written with the user's own tools: their names, their argument names,
+and a quantity phrase taken from each tool's name.  The entities in the examples are made up
+(``Amber``, ``Birch``, ``Cedar``), so no example is an answer.
+
+The bank needs tools it can cast in the patterns' roles: look-ups (one required text
+argument), and for arithmetic a calculator (one text argument named like ``expression``) or
+the LLM ``math`` tool (``problem`` in words, ``context``).  Tools it cannot cast get the
+built-in example instead (:meth:`ExampleBank.examples` returns ``None``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ._tools import BaseTool
+
+__all__ = ["ExampleBank"]
+
+_NAMES = ("Amber", "Birch", "Cedar")
+_EXPRESSION_ARGS = {"expression", "expr", "formula", "equation", "arithmetic", "calculation"}
+_CALC_NAMES = re.compile(r"calc|arithmetic|evaluat|compute", re.I)
+_TEXT_ARGS = {"query", "q", "topic", "text", "search", "question", "keywords", "term"}
+_TEXT_NAMES = re.compile(r"search|encyclop|wiki|article|describe|about|summary|docs?\b", re.I)
+_VERB_PREFIX = re.compile(r"^(?:get|fetch|lookup|look_up|find|read|query|show)_+", re.I)
+_WORD = re.compile(r"[a-z]+")
+
+
+@dataclass(frozen=True)
+class _Lookup:
+    tool: BaseTool
+    arg: str
+    quantity: str  # "city population", from the tool's name
+    numeric: bool | None  # its result: a number (True), text (False) or unknown (None)
+    words: frozenset[str]
+
+
+@dataclass(frozen=True)
+class _Roles:
+    lookups: tuple[_Lookup, ...]
+    calc: BaseTool | None  # calculator(expression)
+    math: BaseTool | None  # math(problem, context) in words
+    text: BaseTool | None  # a search returning paragraphs
+
+
+def _schema(tool: BaseTool) -> tuple[list[str], list[str], dict[str, Any]]:
+    schema = tool.json_schema
+    props: dict[str, Any] = schema.get("properties", {}) or {}
+    required = [str(r) for r in schema.get("required", [])]
+    return list(props), required, props
+
+
+def _is_text(prop: Any) -> bool:
+    return isinstance(prop, dict) and prop.get("type") == "string"
+
+
+def _output_kind(tool: BaseTool) -> bool | None:
+    schema = getattr(tool, "output_schema", None)
+    if not isinstance(schema, dict):
+        return None
+    kind = schema.get("type")
+    if kind in ("integer", "number"):
+        return True
+    if kind == "string":
+        return False
+    return None
+
+
+def _quantity(name: str) -> str:
+    words = [w.lower() for w in _VERB_PREFIX.sub("", name).replace("-", "_").split("_") if w]
+    while len(words) > 1 and words[-1] in ("of", "for", "in", "by", "from", "at", "to"):
+        words.pop()
+    return " ".join(words) or name
+
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(w for w in _WORD.findall(text.lower()) if len(w) > 2)
+
+
+def _roles(tools: Sequence[BaseTool]) -> _Roles:
+    lookups: list[_Lookup] = []
+    calc = math = text = None
+    for tool in tools:
+        if tool.side_effects:
+            continue
+        names, required, props = _schema(tool)
+        if not names:
+            continue
+        first = names[0]
+        if tool.name == "math" and "problem" in names:
+            math = math or tool
+            continue
+        if len(required) > 1 or not _is_text(props.get(first)):
+            continue
+        if first.lower() in _EXPRESSION_ARGS or (_CALC_NAMES.search(tool.name) and len(names) == 1):
+            calc = calc or tool
+            continue
+        numeric = _output_kind(tool)
+        if numeric is not True and (
+            first.lower() in _TEXT_ARGS or _TEXT_NAMES.search(tool.name) is not None
+        ):
+            text = text or tool
+            continue
+        described = f"{tool.name.replace('_', ' ')} {tool.description}"
+        lookups.append(_Lookup(tool, first, _quantity(tool.name), numeric, _words(described)))
+    return _Roles(tuple(lookups), calc, math, text)
+
+
+def _call(tool: BaseTool, *args: str, **kwargs: str) -> str:
+    parts = [_quote(a) for a in args] + [f"{k}={_quote(v)}" for k, v in kwargs.items()]
+    return f"{tool.name}({', '.join(parts)})"
+
+
+def _quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+@dataclass(frozen=True)
+class _Pattern:
+    name: str
+    cue: re.Pattern[str]
+    #: (roles, the look-up to use, whether plans may name their answer) -> example or None
+    build: Callable[[_Roles, _Lookup, bool], str | None]
+
+
+def _numeric_plan(
+    roles: _Roles,
+    look: _Lookup,
+    join_answer: bool,
+    *,
+    question: str,
+    count: int,
+    expression: str,
+    words: str,
+    thought: str,
+) -> str | None:
+    """Look-ups of ``count`` entities, then one arithmetic step over them."""
+    if look.numeric is False:
+        return None
+    lines = [f"Question: {question}"]
+    lines += [f"{i}. {_call(look.tool, _NAMES[i - 1])}" for i in range(1, count + 1)]
+    lines.append(f"Thought: {thought}")
+    refs = [f"${i}" for i in range(1, count + 1)]
+    if roles.calc is not None:
+        step = _call(roles.calc, expression)
+    elif roles.math is not None:
+        step = f"{roles.math.name}({_quote(words)}, context=[{', '.join(map(_quote, refs))}])"
+    else:
+        return None
+    n = count + 1
+    lines.append(f"{n}. {step}")
+    lines.append(f'{n + 1}. join("${n}")' if join_answer else f"{n + 1}. join()")
+    return "\n".join(lines)
+
+
+def _lookups_only(look: _Lookup, *, question: str, count: int, thought: str) -> str | None:
+    if look.numeric is False:  # compared results are numbers (or of unknown type)
+        return None
+    lines = [f"Question: {question}"]
+    lines += [f"{i}. {_call(look.tool, _NAMES[i - 1])}" for i in range(1, count + 1)]
+    lines.append(f"Thought: {thought}")
+    lines.append(f"{count + 1}. join()")
+    return "\n".join(lines)
+
+
+def _more(roles: _Roles, look: _Lookup, join_answer: bool) -> str | None:
+    q = look.quantity
+    return _numeric_plan(
+        roles,
+        look,
+        join_answer,
+        question=f"How much larger is the {q} of Amber than the {q} of Birch?",
+        count=2,
+        expression="$1 - $2",
+        words="How much larger $1 is than $2",
+        thought="'How much larger is Amber than Birch' is Amber's minus Birch's: $1 - $2.",
+    )
+
+
+def _less(roles: _Roles, look: _Lookup, join_answer: bool) -> str | None:
+    q = look.quantity
+    return _numeric_plan(
+        roles,
+        look,
+        join_answer,
+        question=f"How much smaller is the {q} of Amber than that of Birch?",
+        count=2,
+        expression="$2 - $1",
+        words="How much smaller $1 is than $2",
+        thought="'How much smaller is Amber than Birch' is Birch's minus Amber's: $2 - $1.",
+    )
+
+
+def _ratio(roles: _Roles, look: _Lookup, join_answer: bool) -> str | None:
+    q = look.quantity
+    return _numeric_plan(
+        roles,
+        look,
+        join_answer,
+        question=f"How many times the {q} of Birch is the {q} of Amber?",
+        count=2,
+        expression="$1 / $2",
+        words="$1 divided by $2",
+        thought="Amber's divided by Birch's: the one asked about over the one it is compared with.",
+    )
+
+
+def _total(roles: _Roles, look: _Lookup, join_answer: bool) -> str | None:
+    q = look.quantity
+    return _numeric_plan(
+        roles,
+        look,
+        join_answer,
+        question=f"What is the combined {q} of Amber, Birch and Cedar?",
+        count=3,
+        expression="$1 + $2 + $3",
+        words="The sum of $1, $2 and $3",
+        thought="The total adds all three results.",
+    )
+
+
+def _average(roles: _Roles, look: _Lookup, join_answer: bool) -> str | None:
+    q = look.quantity
+    return _numeric_plan(
+        roles,
+        look,
+        join_answer,
+        question=f"What is the average {q} of Amber, Birch and Cedar?",
+        count=3,
+        expression="($1 + $2 + $3) / 3",
+        words="The average of $1, $2 and $3",
+        thought="An average adds all three results and divides by how many there are.",
+    )
+
+
+def _percent(roles: _Roles, look: _Lookup, join_answer: bool) -> str | None:
+    q = look.quantity
+    return _numeric_plan(
+        roles,
+        look,
+        join_answer,
+        question=f"What would the {q} of Amber be if it fell by 15%?",
+        count=1,
+        expression="$1 * (1 - 0.15)",
+        words="$1 reduced by 15%",
+        thought="Falling by 15% keeps 85% of it; growing by 15% would be $1 * (1 + 0.15).",
+    )
+
+
+def _extreme(roles: _Roles, look: _Lookup, join_answer: bool) -> str | None:
+    q = look.quantity
+    return _lookups_only(
+        look,
+        question=f"Which of Amber, Birch and Cedar has the highest {q}?",
+        count=3,
+        thought="All three are needed; the answer is the name whose result is highest.",
+    )
+
+
+def _compare(roles: _Roles, look: _Lookup, join_answer: bool) -> str | None:
+    q = look.quantity
+    return _lookups_only(
+        look,
+        question=f"Is the {q} of Amber greater than that of Birch?",
+        count=2,
+        thought="Both results are needed; the answer compares them: yes or no.",
+    )
+
+
+def _chain(roles: _Roles, look: _Lookup, join_answer: bool) -> str | None:
+    """A look-up whose result names the entity the next look-up takes."""
+    namers = [x for x in roles.lookups if x.numeric is False and x is not look]
+    if not namers or look.numeric is False:
+        return None
+    namer = namers[0]
+    lines = [
+        f"Question: What is the {look.quantity} of the {namer.quantity} of Amber?",
+        f"1. {_call(namer.tool, 'Amber')}",
+        f"Thought: {namer.tool.name} gives a name; that name is what {look.tool.name} takes.",
+        f"2. {_call(look.tool, '$1')}",
+        '3. join("$2")' if join_answer else "3. join()",
+    ]
+    return "\n".join(lines)
+
+
+def _read_first(roles: _Roles, look: _Lookup, join_answer: bool) -> str | None:
+    """The entity must be read from a text first: search, and let the next plan continue."""
+    if roles.text is None:
+        return None
+    search = roles.text
+    lines = [
+        f"Question: What is the {look.quantity} of Amber's neighbour?",
+        f"1. {_call(search, 'Amber')}",
+        "Thought: Who the neighbour is must be read from the text of $1 first, so the plan "
+        f"stops here; the next plan calls {look.tool.name} with that name.",
+        "2. join()",
+    ]
+    return "\n".join(lines)
+
+
+_PATTERNS = (
+    _Pattern(
+        "less",
+        re.compile(
+            r"how (?:much|many) (?:less|smaller|lower|shorter|lighter|younger|fewer|colder|"
+            r"cheaper|narrower|shallower|slower|closer|nearer|earlier)\b|\bfewer\b",
+            re.I,
+        ),
+        _less,
+    ),
+    _Pattern(
+        "more",
+        re.compile(
+            r"how (?:much|many) (?:\w+ )?(?:more|larger|bigger|greater|higher|taller|longer|"
+            r"heavier|older|further|farther|hotter|warmer|wider|deeper|faster|later|"
+            r"costlier)\b|difference|\bexceed|\bby how much\b|\bmore than\b",
+            re.I,
+        ),
+        _more,
+    ),
+    _Pattern("ratio", re.compile(r"how many times|\bratio\b|\btimes (?:as|the)\b", re.I), _ratio),
+    _Pattern("average", re.compile(r"\baverage\b|\bmean\b", re.I), _average),
+    _Pattern(
+        "total",
+        re.compile(r"\btotal\b|\bcombined\b|\btogether\b|\bsum\b|\baltogether\b|\bin all\b", re.I),
+        _total,
+    ),
+    _Pattern(
+        "percent",
+        re.compile(r"\d\s*%|\bpercent|\bper cent|\bhalf\b|\bdoubl|\btripl", re.I),
+        _percent,
+    ),
+    _Pattern(
+        "chain",
+        re.compile(
+            r"\bthe \w+(?: \w+)? of the \w+(?: \w+)? (?:of|that|which|who|where)\b|"
+            r"\bof (?:its|their|his|her)\b|\bthe \w+ (?:that|which|who|where) \w+",
+            re.I,
+        ),
+        _chain,
+    ),
+    _Pattern(
+        "read_first",
+        re.compile(
+            r"\bthe \w+(?: \w+)? of the \w+(?: \w+)? (?:of|that|which|who|where)\b|"
+            r"\bof (?:its|their|his|her)\b|\bthe \w+ (?:that|which|who|where) \w+",
+            re.I,
+        ),
+        _read_first,
+    ),
+    _Pattern(
+        "extreme",
+        re.compile(
+            r"^\W*which (?:of|one)\b|\b(?:highest|lowest|most|least|largest|smallest|biggest|"
+            r"tallest|shortest|oldest|youngest|greatest|longest|heaviest|lightest|hottest|"
+            r"coldest|fastest|slowest)\b",
+            re.I,
+        ),
+        _extreme,
+    ),
+    _Pattern(
+        "compare",
+        re.compile(
+            r"^\W*(?:is|are|was|were|does|do|did|has|have|had|can)\b|^\W*(?:which|who)\b|"
+            r"\bthan\b|\bor\b[^?]*\?\s*$",
+            re.I,
+        ),
+        _compare,
+    ),
+)
+_DEFAULTS = ("more", "compare")
+
+
+class ExampleBank:
+    """Chooses planner examples for each question from worked plan patterns (see the
+    module's docstring), written with the question's own tools.
+
+    ``per_question`` examples at most (each is a few dozen tokens of prompt: on a small local
+    model prefill is most of a question's time).  :meth:`examples` returns the examples'
+    text, or ``None`` when the tools cannot be cast in the patterns (then the planner uses
+    its built-in example).
+    """
+
+    def __init__(self, per_question: int = 2) -> None:
+        if per_question < 1:
+            raise ValueError("per_question must be at least 1")
+        self.per_question = per_question
+        self._roles: dict[tuple[BaseTool, ...], _Roles] = {}
+
+    def roles(self, tools: Sequence[BaseTool]) -> _Roles:
+        key = tuple(tools)
+        found = self._roles.get(key)
+        if found is None:
+            found = self._roles[key] = _roles(tools)
+        return found
+
+    def patterns(self, question: str) -> list[str]:
+        """The names of the patterns ``question``'s wording calls for, most specific first."""
+        chosen = [p.name for p in _PATTERNS if p.cue.search(question)]
+        if "less" in chosen and "more" in chosen:
+            chosen.remove("more")  # "how many fewer ... than": the cue of "less" is the sharper
+        return chosen
+
+    def examples(
+        self, question: str, tools: Sequence[BaseTool], *, join_answer: bool = False
+    ) -> str | None:
+        """The examples for ``question`` with ``tools``, or ``None`` (use the built-in one)."""
+        roles = self.roles(tools)
+        if not roles.lookups:
+            return None
+        look = self._lookup_for(question, roles)
+        wanted = self.patterns(question)
+        wanted += [d for d in _DEFAULTS if d not in wanted]
+        by_name = {p.name: p for p in _PATTERNS}
+        texts: list[str] = []
+        for name in wanted:
+            text = by_name[name].build(roles, look, join_answer)
+            if text is not None and text not in texts:
+                texts.append(text)
+            if len(texts) == self.per_question:
+                break
+        if not texts:
+            return None
+        header = (
+            "Examples of the format, with your tools and made-up names (Amber, Birch, "
+            "Cedar): in your plans use the names the question gives."
+        )
+        return "\n\n".join([header, *(t + "\n<END_OF_PLAN>" for t in texts)])
+
+    @staticmethod
+    def _lookup_for(question: str, roles: _Roles) -> _Lookup:
+        """The look-up whose name and description share most words with the question (a
+        number look-up first when the question asks for a number)."""
+        words = _words(question)
+
+        def rank(look: _Lookup) -> tuple[int, bool]:
+            return (len(words & look.words), look.numeric is True)
+
+        return max(roles.lookups, key=rank)

@@ -1,0 +1,297 @@
+"""Per-question planner examples (ExampleBank), the answer checks and the joiner's grammar."""
+
+from __future__ import annotations
+
+import pytest
+
+from dagcall import Compiler, ExampleBank, StopReason, TaskStatus, ToolError, tool
+from dagcall._checks import answer_problem, expected_kind, grounded, settle_expression
+from dagcall._grammar import joiner_grammar
+from dagcall._plan import parse_plan
+from dagcall.models import ScriptedModel
+from dagcall.tools import calculator, math_tool
+
+POPULATION = {"varnholt": 52300, "ostvale": 35100, "quillmere": 26900}
+
+
+@tool
+def town_population(town: str) -> int:
+    """The number of people living in a town, by the town's bare name."""
+    try:
+        return POPULATION[town.strip().lower()]
+    except KeyError:
+        raise ToolError(
+            f"unknown town {town!r}; pass a bare town name such as 'Varnholt'"
+        ) from None
+
+
+@tool
+def mayor_of(town: str) -> str:
+    """The name of a town's mayor."""
+    return "Ilse Marrow"
+
+
+@tool
+def archive(query: str) -> str:
+    """Search the town archive and return a paragraph of text."""
+    return "Varnholt is twinned with Ostvale."
+
+
+TOOLS = [town_population, mayor_of, archive, calculator]
+
+
+def plans_of(text: str) -> list[str]:
+    """The plans in an examples text (between the Question lines and <END_OF_PLAN>)."""
+    return [p.split("\n", 1)[1] for p in text.split("Question: ")[1:]]
+
+
+# -- the example bank ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("question", "pattern", "expression"),
+    [
+        ("How much larger is the population of Varnholt than Ostvale?", "more", '"$1 - $2"'),
+        ("How many more people live in Varnholt than Ostvale?", "more", '"$1 - $2"'),
+        ("How many fewer people live in Ostvale than in Varnholt?", "less", '"$2 - $1"'),
+        ("How much smaller is Quillmere than Varnholt?", "less", '"$2 - $1"'),
+        ("How many times the population of Ostvale is Varnholt's?", "ratio", '"$1 / $2"'),
+        ("What is the average population of the three towns?", "average", "/ 3"),
+        ("What is the combined population of Varnholt and Ostvale?", "total", '"$1 + $2'),
+        ("What would Varnholt's population be after growing by 20%?", "percent", "$1 * ("),
+    ],
+)
+def test_the_bank_picks_the_pattern_the_wording_calls_for(
+    question: str, pattern: str, expression: str
+) -> None:
+    bank = ExampleBank()
+    assert bank.patterns(question)[0] == pattern
+    text = bank.examples(question, TOOLS)
+    assert text is not None
+    first = plans_of(text)[0]
+    assert expression in first  # the worked arithmetic of that pattern comes first
+    assert "town_population(" in first  # the user's own tools
+    assert "calculator(" in first
+    for plan in plans_of(text):  # and every example is a plan that parses with them
+        items, parser = parse_plan(plan, {t.name for t in TOOLS})
+        assert parser.finished, plan
+        assert all(hasattr(i, "tool") for i in items), plan
+
+
+def test_choices_and_yes_no_questions_get_plans_the_joiner_answers() -> None:
+    bank = ExampleBank()
+    for question in (
+        "Which of Varnholt, Ostvale and Quillmere has the most people?",
+        "Is Varnholt more populous than Ostvale?",
+    ):
+        text = bank.examples(question, TOOLS, join_answer=True)
+        assert text is not None
+        first = plans_of(text)[0]
+        assert "calculator(" not in first, first
+        assert 'join("' not in first, first
+
+
+def test_a_chain_passes_the_name_one_tool_gives_to_the_next() -> None:
+    text = ExampleBank().examples("What is the population of the town of the mayor of X?", TOOLS)
+    assert text is not None
+    assert 'mayor_of("Amber")\n' in text
+    assert 'town_population("$1")' in text
+
+
+def test_numbers_are_answered_by_name_when_plans_may_name_their_answer() -> None:
+    q = "How much larger is the population of Varnholt than Ostvale?"
+    with_join = ExampleBank().examples(q, TOOLS, join_answer=True)
+    without = ExampleBank().examples(q, TOOLS, join_answer=False)
+    assert with_join is not None
+    assert 'join("$3")' in with_join
+    assert without is not None
+    assert 'join("$' not in without
+
+
+def test_tools_the_bank_cannot_cast_keep_the_built_in_example() -> None:
+    # a text search and the LLM math tool only (the paper's tools): no look-up to cast
+    assert ExampleBank().examples("How much larger is A than B?", [archive, math_tool()]) is None
+
+    @tool
+    def send_mail(to: str) -> str:
+        """Send a mail."""
+        return "sent"
+
+    assert ExampleBank().examples("Is A larger?", [send_mail]) is None  # text, not a value
+    compiler = Compiler(
+        ScriptedModel(['1. archive("x")\n2. join()']), [archive], examples=ExampleBank()
+    )
+    system = compiler.planner_messages("How much larger is A than B?")[0].content
+    assert "lookup(" in system  # the built-in example's made-up tools
+
+
+def test_the_compiler_puts_the_chosen_examples_in_the_planner_prompt() -> None:
+    compiler = Compiler(ScriptedModel([]), TOOLS, examples=ExampleBank())
+    system = compiler.planner_messages("How many fewer people live in Ostvale than Varnholt?")[0]
+    assert 'calculator("$2 - $1")' in system.content
+    assert "lookup(" not in system.content
+    other = compiler.planner_messages("What is the average population of the towns?")[0]
+    assert "/ 3" in other.content
+    assert 'calculator("$2 - $1")' not in other.content
+
+
+def test_per_question_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="per_question"):
+        ExampleBank(per_question=0)
+
+
+# -- the answer checks -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("question", "kind"),
+    [
+        ("Which is taller, A or B?", "choice"),
+        ("Who was born first?", "choice"),
+        ("Is A taller than B?", "yesno"),
+        ("Did the company exist in 1990?", "yesno"),
+        ("Whether A is older", "yesno"),
+        ("How much larger is A than B?", "number"),
+        ("How many moons has A?", "number"),
+        ("What is the total length of the rivers?", "number"),
+        ("Name the capital of Xland.", None),
+    ],
+)
+def test_expected_kind(question: str, kind: str | None) -> None:
+    assert expected_kind(question) == kind
+
+
+@pytest.mark.parametrize(
+    ("answer", "value"),
+    [("9800 - 3150", "6650"), ("(3 + 4) * 2", "14"), ("10 / 4", "2.5"), ("2^3", "8")],
+)
+def test_an_answer_that_is_only_arithmetic_is_computed(answer: str, value: str) -> None:
+    assert settle_expression(answer) == value
+
+
+@pytest.mark.parametrize(
+    "answer", ["6650", "K2", "1990-1995", "about 3 + 4 people", "__import__('os')", "1 / 0", ""]
+)
+def test_other_answers_are_not_computed(answer: str) -> None:
+    assert settle_expression(answer) is None
+
+
+def test_answers_of_the_wrong_kind_are_found() -> None:
+    results = ["52300", "35100"]
+    assert answer_problem("Which is larger, Varnholt or Ostvale?", "52300", results)
+    assert answer_problem("Which is larger, Varnholt or Ostvale?", "Varnholt", results) is None
+    among_values = "Which value is larger: the difference of A and B, or the sum of C and D?"
+    assert answer_problem(among_values, "52300", results) is None  # a number is the choice
+    assert answer_problem("Is Varnholt larger than Ostvale?", "Varnholt", results)
+    assert answer_problem("Is Varnholt larger than Ostvale?", "Yes, it is.", results) is None
+    assert answer_problem("How much larger is Varnholt than Ostvale?", "Varnholt", results)
+    assert answer_problem("How much larger is Varnholt than Ostvale?", "17200", results) is None
+    assert answer_problem("What is X?", "", results)
+
+
+def test_a_number_no_result_supports_is_found() -> None:
+    results = ["Varnholt has 52,300 people.", "35100"]
+    q = "How much larger is Varnholt than Ostvale?"
+    assert answer_problem(q, "17,200 people", results) is None  # a difference of two results
+    assert answer_problem(q, "52300", results) is None  # a result itself
+    assert answer_problem(q, "9", results) is not None  # neither
+    assert answer_problem(q, "48213", results) is not None
+    assert grounded(87400, [52300, 35100], [])  # a sum
+    assert grounded(1.49, [52300, 35100], [])  # a ratio
+    assert grounded(57530, [52300], [10])  # 10% more, the percentage from the question
+    assert grounded(38100, [52300, 35100, 26900], [])  # the mean of three
+    assert not grounded(12345, [52300, 35100], [])
+
+
+# -- the checks in a run -------------------------------------------------------------------
+
+PLAN = '1. town_population("Varnholt")\n2. town_population("Ostvale")\n3. join()\n<END_OF_PLAN>'
+
+
+def test_a_number_where_a_name_was_asked_is_put_to_the_joiner_again() -> None:
+    joiner = ScriptedModel(
+        [
+            "Thought: The larger is 52300.\nAction: Finish(52300)",
+            "Thought: Varnholt has more people.\nAction: Finish(Varnholt)",
+        ]
+    )
+    compiler = Compiler(planner_model=ScriptedModel([PLAN]), joiner_model=joiner, tools=TOOLS)
+    run = compiler.run("Which town has more people, Varnholt or Ostvale?")
+    assert run.answer == "Varnholt"
+    assert len(run.rounds) == 1
+    assert "asks which one" in run.rounds[0].answer_checks[0]
+    assert [c.role for c in run.usage] == ["planner", "joiner", "joiner"]
+    again = joiner.calls[1].messages  # the joiner saw its first reply and what was wrong
+    assert again[-2].content.endswith("Finish(52300)")
+    assert "asks which one" in again[-1].content
+
+
+def test_without_checks_the_first_answer_stands() -> None:
+    joiner = ScriptedModel(["Thought: 52300.\nAction: Finish(52300)"])
+    compiler = Compiler(
+        planner_model=ScriptedModel([PLAN]), joiner_model=joiner, tools=TOOLS, check_answers=False
+    )
+    run = compiler.run("Which town has more people, Varnholt or Ostvale?")
+    assert run.answer == "52300"
+    assert run.rounds[0].answer_checks == []
+
+
+def test_an_expression_answer_is_computed_without_another_call() -> None:
+    joiner = ScriptedModel(["Thought: Subtract.\nAction: Finish(52300 - 35100)"])
+    compiler = Compiler(planner_model=ScriptedModel([PLAN]), joiner_model=joiner, tools=TOOLS)
+    run = compiler.run("How much larger is Varnholt than Ostvale?")
+    assert run.answer == "17200"
+    assert len(run.usage) == 2
+    assert "computed" in run.rounds[0].answer_checks[0]
+
+
+def test_failed_calls_are_replanned_before_any_joiner_call() -> None:
+    bad = '1. town_population("population of Varnholt")\n2. join("$1")\n<END_OF_PLAN>'
+    good = '2. town_population("Varnholt")\n3. join("$2")\n<END_OF_PLAN>'
+    planner = ScriptedModel([bad, good])
+    joiner = ScriptedModel([])  # never called: the first round failed, the second is named
+    compiler = Compiler(planner_model=planner, joiner_model=joiner, tools=TOOLS)
+    run = compiler.run("What is the population of Varnholt?")
+    assert run.answer == "52300"
+    assert run.stop_reason is StopReason.FINISH
+    first = run.rounds[0]
+    assert first.decision == "replan"
+    assert "pass a bare town name" in (first.replan_reason or "")
+    assert run.tasks[0].status is TaskStatus.FAILED
+    replan_prompt = planner.calls[1].messages[-1].content
+    assert "pass a bare town name" in replan_prompt
+    assert "failed" in replan_prompt
+    assert [c.role for c in run.usage] == ["planner", "planner"]
+
+
+def test_in_the_last_round_failures_go_to_the_joiner() -> None:
+    bad = '1. town_population("population of Varnholt")\n2. join()\n<END_OF_PLAN>'
+    joiner = ScriptedModel(["Thought: The look-up failed.\nAction: Finish(unknown)"])
+    compiler = Compiler(
+        planner_model=ScriptedModel([bad]), joiner_model=joiner, tools=TOOLS, max_replans=0
+    )
+    run = compiler.run("Name the population of Varnholt.")
+    assert run.answer == "unknown"
+    assert len(joiner.calls) == 1
+
+
+# -- the joiner's grammar ------------------------------------------------------------------
+
+
+def test_the_joiner_grammar_parses_and_follows_may_replan() -> None:
+    llama_cpp = pytest.importorskip("llama_cpp")
+    for may in (True, False):
+        llama_cpp.LlamaGrammar.from_string(joiner_grammar(may_replan=may), verbose=False)
+    assert "Replan(" in joiner_grammar(may_replan=True)
+    assert "Replan(" not in joiner_grammar(may_replan=False)
+
+
+def test_a_grammar_capable_joiner_is_given_the_grammar() -> None:
+    joiner = ScriptedModel(["Thought: ok.\nAction: Finish(Varnholt)"], supports_grammar=True)
+    compiler = Compiler(
+        planner_model=ScriptedModel([PLAN]), joiner_model=joiner, tools=TOOLS, max_replans=0
+    )
+    assert compiler.run("Which is larger, Varnholt or Ostvale?").answer == "Varnholt"
+    grammar = joiner.calls[0].grammar or ""
+    assert "Finish(" in grammar
+    assert "Replan(" not in grammar  # the last round: no replan
