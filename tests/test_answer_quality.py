@@ -58,7 +58,10 @@ def plans_of(text: str) -> list[str]:
         ("How many times the population of Ostvale is Varnholt's?", "ratio", '"$1 / $2"'),
         ("What is the average population of the three towns?", "average", "/ 3"),
         ("What is the combined population of Varnholt and Ostvale?", "total", '"$1 + $2'),
-        ("What would Varnholt's population be after growing by 20%?", "percent", "$1 * ("),
+        ("What would Varnholt's population be after growing by 20%?", "percent", "(1 + 0.15)"),
+        ("If the population of Varnholt grew by 10%, what would it be?", "percent", "(1 + "),
+        ("What would Varnholt's population be if it fell by 20%?", "percent_down", "(1 - "),
+        ("If Varnholt were 30% smaller, how many people would live there?", "percent_down", "(1 -"),
     ],
 )
 def test_the_bank_picks_the_pattern_the_wording_calls_for(
@@ -154,6 +157,8 @@ def test_per_question_must_be_positive() -> None:
         ("How much larger is A than B?", "number"),
         ("How many moons has A?", "number"),
         ("What is the total length of the rivers?", "number"),
+        ("What is the population of the capital of Xland?", "number"),
+        ("What was the average yearly rainfall?", "number"),
         ("Name the capital of Xland.", None),
     ],
 )
@@ -183,6 +188,10 @@ def test_answers_of_the_wrong_kind_are_found() -> None:
     among_values = "Which value is larger: the difference of A and B, or the sum of C and D?"
     assert answer_problem(among_values, "52300", results) is None  # a number is the choice
     assert answer_problem("Is Varnholt larger than Ostvale?", "Varnholt", results)
+    assert answer_problem("Which town is older, Varnholt or Ostvale?", "Yes", results)
+    assert (
+        answer_problem("Is Varnholt or Ostvale older?", "Yes", results) is None
+    )  # yes/no fits too
     assert answer_problem("Is Varnholt larger than Ostvale?", "Yes, it is.", results) is None
     assert answer_problem("How much larger is Varnholt than Ostvale?", "Varnholt", results)
     assert answer_problem("How much larger is Varnholt than Ostvale?", "17200", results) is None
@@ -295,3 +304,38 @@ def test_a_grammar_capable_joiner_is_given_the_grammar() -> None:
     grammar = joiner.calls[0].grammar or ""
     assert "Finish(" in grammar
     assert "Replan(" not in grammar  # the last round: no replan
+
+
+def test_the_joiner_is_told_when_calls_failed_and_it_may_replan() -> None:
+    bad = '1. town_population("population of Varnholt")\n2. join()\n<END_OF_PLAN>'
+    joiner = ScriptedModel(["Thought: It failed.\nAction: Replan(use the bare name)", FINISH_YES])
+    planner = ScriptedModel([bad, '2. town_population("Varnholt")\n3. join()\n<END_OF_PLAN>'])
+    compiler = Compiler(planner_model=planner, joiner_model=joiner, tools=TOOLS, max_replans=1)
+    run = compiler.run("Is Varnholt home to more than 50000 people?")
+    assert run.answer == "yes"
+    first, last = (c.messages[-1].content for c in joiner.calls)
+    assert "Some calls failed" in first  # it may replan: told so
+    assert "Some calls failed" not in last  # the last round, and nothing failed in it
+
+
+FINISH_YES = "Thought: The result says 52300, which is more.\nAction: Finish(yes)"
+
+
+def test_timeouts_and_refusals_are_not_replanned_unasked() -> None:
+    import asyncio
+
+    @tool(timeout=0.05)
+    async def slow_population(town: str) -> int:
+        """A slow look-up."""
+        await asyncio.sleep(5)
+        return 1
+
+    plan = '1. slow_population("Varnholt")\n2. join("$1")\n<END_OF_PLAN>'
+    joiner = ScriptedModel(["Thought: It timed out.\nAction: Finish(unknown)"])
+    compiler = Compiler(
+        planner_model=ScriptedModel([plan]), joiner_model=joiner, tools=[slow_population]
+    )
+    run = compiler.run("Name the population of Varnholt.")
+    assert run.tasks[0].status is TaskStatus.FAILED
+    assert run.answer == "unknown"  # the joiner decided; no replan was forced
+    assert [c.role for c in run.usage] == ["planner", "joiner"]

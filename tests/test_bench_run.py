@@ -245,3 +245,35 @@ async def test_plan_reuse_learns_on_one_half_and_is_measured_on_the_other() -> N
     for r in outcome.records:
         assert (r.plan_fits is not None) == (r.plan_cache == "exact")
     assert "Plan reuse" in report_markdown(outcome)
+
+
+def test_a_sample_is_seeded_fixed_and_in_dataset_order() -> None:
+    from dagcall.bench._runner import sample_of
+
+    items = list(range(100))
+    first = sample_of(items, 20, 0, "hotpotqa")
+    assert first == sample_of(items, 20, 0, "hotpotqa")  # the same subset every run
+    assert first == sorted(first)
+    assert len(set(first)) == 20
+    assert first != sample_of(items, 20, 0, "movies")  # each workload its own
+    assert first != sample_of(items, 20, 1, "hotpotqa")  # and each seed
+    assert sample_of(items, None, 0, "x") == items
+    assert sample_of(items[:5], 20, 0, "x") == items[:5]
+
+
+@needs_datasets
+def test_cli_sample_and_system_choose_questions_and_systems(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["bench", "-w", "hotpotqa", "-w", "toolworld", "--sample", "3", "--system", "dagcall"]
+    code = main([*args, "--time-scale", "0.005", "--out", str(tmp_path)])
+    assert code == 0
+    runs = json.loads((tmp_path / "runs.json").read_text())
+    assert {r["system"] for r in runs} == {"dagcall"}
+    hotpot = [r["question_id"] for r in runs if r["workload"] == "hotpotqa"]
+    assert len(hotpot) == 3
+    assert len([r for r in runs if r["workload"] == "toolworld"]) == 31  # all of Toolworld
+    capsys.readouterr()
+    main([*args, "--time-scale", "0.005", "--out", str(tmp_path / "again")])
+    again = json.loads((tmp_path / "again" / "runs.json").read_text())
+    assert [r["question_id"] for r in again if r["workload"] == "hotpotqa"] == hotpot

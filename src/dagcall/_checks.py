@@ -25,8 +25,11 @@ _YESNO = re.compile(rf"^\W*(?:whether|{_AUX})\b", re.I)
 _CHOICE = re.compile(r"^\W*(?:which|who|whom|whose)\b|\bor\b[^?]*\?\s*$", re.I)
 _NUMBER = re.compile(
     r"^\W*how (?:much|many|long|tall|far|old|high|deep|big|large|heavy|fast|hot|cold|wide)\b|"
-    r"^\W*what (?:is|was|would be|will be) the (?:total|sum|difference|average|mean|ratio|"
-    r"product|combined|number)\b|^\W*by how much\b",
+    r"^\W*what (?:is|was|would be|will be|are|were) the (?:\w+ )?(?:total|sum|difference|"
+    r"average|mean|ratio|product|combined|number|count|population|height|elevation|altitude|"
+    r"area|length|width|depth|distance|mass|weight|temperature|age|price|cost|speed|"
+    r"duration|period|size|volume|value|percentage|share|rate|score|budget|revenue|salary)\b|"
+    r"^\W*by how much\b",
     re.I,
 )
 _YES_OR_NO = re.compile(r"^\W*(?:yes|no)\b", re.I)
@@ -126,6 +129,11 @@ def answer_problem(question: str, answer: str, observations: Iterable[str]) -> s
     if kind == "yesno" and not _YES_OR_NO.match(text):
         return (
             f"The question asks yes or no, but the answer was {text[:80]!r}: answer with yes or no."
+        )
+    if kind == "choice" and _YES_OR_NO.match(text) and not _YESNO.search(question):
+        return (
+            f"The question asks which one, but the answer was {text[:40]!r}: answer with the "
+            "name of the one the results point to, not yes or no."
         )
     if kind == "choice" and _LONE_NUMBER.match(text) and not _VALUES.search(question):
         return (

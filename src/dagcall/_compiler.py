@@ -401,12 +401,15 @@ class _Run(RunScope):
             return decision
         rnd.answer_checks.append(problem)
         first = rnd.joiner_output
+        again = "Reply again in the same form: Thought, then Action."
+        if may_replan:
+            again += " If the results do not give the answer yet, reply Replan(<what is missing>)."
         messages = [
             *self.c.joining.messages(
                 self.result.question, self.result.rounds, records, may_replan=may_replan
             ),
             Message("assistant", first.strip() or "-"),
-            Message("user", f"{problem} Reply again in the same form: Thought, then Action."),
+            Message("user", f"{problem} {again}"),
         ]
         self.emit("joiner_start")
         second = await self.c.joining.join(

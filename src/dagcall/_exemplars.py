@@ -250,11 +250,25 @@ def _percent(roles: _Roles, look: _Lookup, join_answer: bool) -> str | None:
         roles,
         look,
         join_answer,
+        question=f"What would the {q} of Amber be if it grew by 15%?",
+        count=1,
+        expression="$1 * (1 + 0.15)",
+        words="$1 increased by 15%",
+        thought="Growing by 15% multiplies it by 1 + 0.15.",
+    )
+
+
+def _percent_down(roles: _Roles, look: _Lookup, join_answer: bool) -> str | None:
+    q = look.quantity
+    return _numeric_plan(
+        roles,
+        look,
+        join_answer,
         question=f"What would the {q} of Amber be if it fell by 15%?",
         count=1,
         expression="$1 * (1 - 0.15)",
         words="$1 reduced by 15%",
-        thought="Falling by 15% keeps 85% of it; growing by 15% would be $1 * (1 + 0.15).",
+        thought="Falling by 15% multiplies it by 1 - 0.15.",
     )
 
 
@@ -337,6 +351,16 @@ _PATTERNS = (
         _total,
     ),
     _Pattern(
+        "percent_down",
+        re.compile(
+            r"(?=.*(?:\d\s*%|\bpercent|\bper cent))(?=.*\b(?:fell|fall|falls|drop|decreas|"
+            r"reduc|shr[iu]nk|less|lower|smaller|shorter|cut|lost|lose|declin|shallower|"
+            r"slower|cheaper|discount))",
+            re.I | re.S,
+        ),
+        _percent_down,
+    ),
+    _Pattern(
         "percent",
         re.compile(r"\d\s*%|\bpercent|\bper cent|\bhalf\b|\bdoubl|\btripl", re.I),
         _percent,
@@ -410,6 +434,10 @@ class ExampleBank:
         chosen = [p.name for p in _PATTERNS if p.cue.search(question)]
         if "less" in chosen and "more" in chosen:
             chosen.remove("more")  # "how many fewer ... than": the cue of "less" is the sharper
+        if "percent_down" in chosen and "percent" in chosen:
+            chosen.remove("percent")
+        if "percent_down" in chosen and "less" in chosen:
+            chosen.remove("less")  # "if it were 20% smaller": a change, not a difference
         return chosen
 
     def examples(
