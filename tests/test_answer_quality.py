@@ -339,3 +339,26 @@ def test_timeouts_and_refusals_are_not_replanned_unasked() -> None:
     assert run.tasks[0].status is TaskStatus.FAILED
     assert run.answer == "unknown"  # the joiner decided; no replan was forced
     assert [c.role for c in run.usage] == ["planner", "joiner"]
+
+
+def test_the_joiner_sees_each_tools_numbers_in_order() -> None:
+    plan = (
+        '1. town_population("Quillmere")\n2. town_population("Varnholt")\n'
+        '3. town_population("Ostvale")\n4. join()\n<END_OF_PLAN>'
+    )
+    joiner = ScriptedModel(["Thought: Varnholt is first.\nAction: Finish(Varnholt)"])
+    compiler = Compiler(planner_model=ScriptedModel([plan]), joiner_model=joiner, tools=TOOLS)
+    assert compiler.run("Which of the three towns has the most people?").answer == "Varnholt"
+    prompt = joiner.calls[0].messages[-1].content
+    assert (
+        'town_population results, highest first: town_population("Varnholt") = 52300, '
+        'town_population("Ostvale") = 35100, town_population("Quillmere") = 26900'
+    ) in prompt
+
+
+def test_one_number_or_text_results_get_no_order() -> None:
+    joiner = ScriptedModel(["Thought: ok.\nAction: Finish(52300)"])
+    plan = '1. town_population("Varnholt")\n2. archive("Varnholt")\n3. join()\n<END_OF_PLAN>'
+    compiler = Compiler(planner_model=ScriptedModel([plan]), joiner_model=joiner, tools=TOOLS)
+    compiler.run("How many people live in Varnholt?")
+    assert "highest first" not in joiner.calls[0].messages[-1].content

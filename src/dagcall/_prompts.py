@@ -112,6 +112,9 @@ def joiner_messages(
         for i in rnd.task_ids
         if (r := records.get(i)) is not None and getattr(r.status, "value", r.status) == "failed"
     ]
+    ranked = ranking(rounds, records)
+    if ranked:
+        final += "\n" + ranked
     if failed and may_replan:
         final += (
             "\nSome calls failed; their errors say why. If the answer needs them, reply "
@@ -191,6 +194,42 @@ def conversation_messages(
             )
         )
     return messages
+
+
+def ranking(rounds: Sequence[Round], records: dict[int, TaskRecord]) -> str:
+    """The numbers each tool returned, from highest to lowest, when a tool returned two or
+    more (``city_population("B") = 52300, city_population("A") = 35100``): comparing
+    numbers in text is where small models fail, and "which is highest", "is A more than
+    B" are read off this line."""
+    by_tool: dict[str, list[tuple[float, str]]] = {}
+    for rnd in rounds:
+        for task_id in rnd.task_ids:
+            rec = records.get(task_id)
+            value = getattr(rec, "output", None)
+            if rec is None or getattr(rec.status, "value", rec.status) != "done":
+                continue
+            if type(value) not in (int, float):  # exact types: a hostile object's class
+                continue  # may raise on isinstance; bool is not an int here
+            try:
+                number = float(value)
+            except OverflowError:  # an int beyond any float: no place in an order
+                continue
+            if number != number or number in (float("inf"), float("-inf")):
+                continue
+            by_tool.setdefault(rec.tool, []).append((number, rec.call))
+    lines = []
+    for tool, values in by_tool.items():
+        distinct = {call for _, call in values}
+        if len(distinct) < 2:
+            continue
+        ordered = sorted(dict((call, v) for v, call in values).items(), key=lambda kv: -kv[1])
+        text = ", ".join(f"{fence_safe(call)} = {_number(v)}" for call, v in ordered[:8])
+        lines.append(f"{fence_safe(tool)} results, highest first: {text}")
+    return "\n".join(lines)
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if value.is_integer() and abs(value) < 1e15 else f"{value:.6g}"
 
 
 def results(rnd: Round, records: dict[int, TaskRecord]) -> str:
