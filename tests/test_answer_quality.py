@@ -362,3 +362,14 @@ def test_one_number_or_text_results_get_no_order() -> None:
     compiler = Compiler(planner_model=ScriptedModel([plan]), joiner_model=joiner, tools=TOOLS)
     compiler.run("How many people live in Varnholt?")
     assert "highest first" not in joiner.calls[0].messages[-1].content
+
+
+def test_a_text_named_as_the_answer_to_a_number_question_goes_to_the_joiner() -> None:
+    plan = '1. archive("Druvania")\n2. join("$1")\n<END_OF_PLAN>'
+    joiner = ScriptedModel(["Thought: The archive does not say.\nAction: Finish(52300)"])
+    compiler = Compiler(
+        planner_model=ScriptedModel([plan]), joiner_model=joiner, tools=TOOLS, max_replans=0
+    )
+    run = compiler.run("What is the population of the capital of Druvania?")
+    assert not run.rounds[0].joiner_elided  # "Varnholt is twinned ..." is no number
+    assert [c.role for c in run.usage] == ["planner", "joiner"]

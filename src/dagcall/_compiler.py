@@ -523,6 +523,12 @@ class _Run(RunScope):
             return None  # a record, a list, yes/no: the joiner words the answer from it
         if isinstance(output, str) and (not output.strip() or len(output) > 500):
             return None
+        if (
+            self.c.check_answers
+            and isinstance(output, str)
+            and answer_problem(self.result.question, output, ()) is not None
+        ):
+            return None  # a text where a number was asked: the joiner reads it (or replans)
         return answer_text(output)
 
     def submit(self, item: PlanItem, rnd: Round) -> None:
