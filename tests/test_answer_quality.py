@@ -373,3 +373,15 @@ def test_a_text_named_as_the_answer_to_a_number_question_goes_to_the_joiner() ->
     run = compiler.run("What is the population of the capital of Druvania?")
     assert not run.rounds[0].joiner_elided  # "Varnholt is twinned ..." is no number
     assert [c.role for c in run.usage] == ["planner", "joiner"]
+
+
+def test_the_bank_is_the_default_and_builtin_keeps_the_one_example() -> None:
+    question = "How many fewer people live in Ostvale than Varnholt?"
+    default = Compiler(ScriptedModel([]), TOOLS).planner_messages(question)[0].content
+    assert 'calculator("$2 - $1")' in default
+    builtin = Compiler(ScriptedModel([]), TOOLS, examples="builtin").planner_messages(question)
+    assert "lookup(" in builtin[0].content
+    assert 'town_population("Amber")' not in builtin[0].content
+    mine = Compiler(ScriptedModel([]), TOOLS, examples="Question: mine").planner_messages(question)
+    assert "Question: mine" in mine[0].content
+    assert "lookup(" not in mine[0].content

@@ -47,9 +47,10 @@ class Compiler:
     (LLM tokens in and out for a run, tools' own model calls included), which raise
     :class:`~dagcall.BudgetError` naming the limit, with the partial result; ``approve``
     (called with each task of a tool declared ``side_effects=True``, sync or async; such tasks
-    run only when it returns true, and are refused without it); ``examples`` (planner
-    examples replacing the built-in one; ``""`` for none; an :class:`~dagcall.ExampleBank`
-    chooses worked patterns per question, written with these tools); and
+    run only when it returns true, and are refused without it); ``examples`` (by
+    default an :class:`~dagcall.ExampleBank` chooses worked plan patterns per question,
+    written with these tools, or the built-in example when it cannot cast them;
+    ``"builtin"`` always the built-in example; other text replaces it, ``""`` for none); and
     ``constrained_plans`` (decode plans under a grammar of the plan language so they always
     parse, and the joiner's reply under one of ``Thought:`` and ``Action:``; on by default
     for models that support it, i.e. ``LocalModel``); ``optimize`` (an

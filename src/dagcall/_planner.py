@@ -27,9 +27,10 @@ __all__ = ["Planner"]
 class Planner:
     """Writes plans with ``model`` over ``tools``.
 
-    ``examples`` replace the built-in planner examples (``""`` for none; an
-    :class:`~dagcall.ExampleBank` chooses them per question, falling back on the built-in
-    example when it cannot cast the tools); ``constrained``
+    ``examples``: ``None`` (the default) or an :class:`~dagcall.ExampleBank` chooses the
+    examples per question, falling back on the built-in example when it cannot cast the
+    tools; ``"builtin"`` always uses the built-in one; any other text replaces it (``""``
+    for none); ``constrained``
     decodes plans under a GBNF grammar of the plan language (models with
     ``supports_grammar`` only); ``idle_timeout`` gives up a silent stream; ``shared_prefix``
     lays out the planner's, joiner's and replanner's prompts as one conversation
@@ -53,8 +54,11 @@ class Planner:
         self.shared_prefix = shared_prefix
         self.join_answer = join_answer
         self.tools = tools
+        if examples is None:  # the default: worked patterns chosen per question
+            examples = ExampleBank()
         self.bank = examples if isinstance(examples, ExampleBank) else None
-        self.examples = None if isinstance(examples, ExampleBank) else examples
+        fixed = None if isinstance(examples, ExampleBank) else examples
+        self.examples = None if fixed == "builtin" else fixed
         self.idle_timeout = idle_timeout
         self.constrained = constrained
         self._grammar: tuple[tuple[BaseTool, ...], str] | None = None

@@ -596,7 +596,7 @@ def build_toolworld_runner(
                 tools,
                 max_replans=1,
                 optimize=config.optimize,
-                examples=ExampleBank() if config.example_bank else None,
+                examples=ExampleBank() if config.example_bank else "builtin",
                 check_answers=config.check_answers,
             )
         else:
