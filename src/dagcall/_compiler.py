@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import AsyncGenerator, Callable, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from contextlib import aclosing
 from typing import Any
 
@@ -405,23 +405,11 @@ class _Run(RunScope):
         again = "Reply again in the same form: Thought, then Action."
         if may_replan:
             again += " If the results do not give the answer yet, reply Replan(<what is missing>)."
-        messages = [
-            *self.c.joining.messages(
-                self.result.question, self.result.rounds, records, may_replan=may_replan
-            ),
+        follow_up = [
             Message("assistant", first.strip() or "-"),
             Message("user", f"{problem} {again}"),
         ]
-        self.emit("joiner_start")
-        second = await self.c.joining.join(
-            messages,
-            rnd,
-            clock=self.now,
-            meter=self.budget.meter(messages, "joiner"),
-            on_text=self.joiner_text,
-            record=self.add_call,
-            may_replan=may_replan,
-        )
+        second = await self.join(rnd, may_replan=may_replan, then=follow_up)
         rnd.joiner_output = f"{first.rstrip()}\n\n{rnd.joiner_output}"
         if second.action == "replan" and not may_replan:
             return decision
@@ -542,10 +530,15 @@ class _Run(RunScope):
             rnd.task_ids.append(record.id)
             self.result.tasks.append(record)
 
-    async def join(self, rnd: Round, *, may_replan: bool) -> JoinerDecision:
+    async def join(
+        self, rnd: Round, *, may_replan: bool, then: Sequence[Message] = ()
+    ) -> JoinerDecision:
+        """Ask the joiner about round ``rnd`` (``then``: messages after its usual prompt, as
+        when it is asked once more about its answer)."""
         messages = self.c.joining.messages(
             self.result.question, self.result.rounds, self.scheduler.records, may_replan=may_replan
         )
+        messages = [*messages, *then]
         self.emit("joiner_start")
         return await self.c.joining.join(
             messages,

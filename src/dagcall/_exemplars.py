@@ -174,102 +174,78 @@ def _lookups_only(look: _Lookup, *, question: str, count: int, thought: str) -> 
     return "\n".join(lines)
 
 
-def _more(roles: _Roles, look: _Lookup, join_answer: bool) -> str | None:
-    q = look.quantity
-    return _numeric_plan(
-        roles,
-        look,
-        join_answer,
-        question=f"How much larger is the {q} of Amber than the {q} of Birch?",
-        count=2,
-        expression="$1 - $2",
-        words="How much larger $1 is than $2",
-        thought="'How much larger is Amber than Birch' is Amber's minus Birch's: $1 - $2.",
-    )
+@dataclass(frozen=True)
+class _Arithmetic:
+    """A worked pattern of look-ups then one arithmetic step; ``{q}`` is the quantity."""
+
+    question: str
+    count: int  # look-ups of Amber, Birch, Cedar
+    expression: str  # for a calculator
+    words: str  # for the math tool
+    thought: str
+
+    def __call__(self, roles: _Roles, look: _Lookup, join_answer: bool) -> str | None:
+        return _numeric_plan(
+            roles,
+            look,
+            join_answer,
+            question=self.question.format(q=look.quantity),
+            count=self.count,
+            expression=self.expression,
+            words=self.words,
+            thought=self.thought,
+        )
 
 
-def _less(roles: _Roles, look: _Lookup, join_answer: bool) -> str | None:
-    q = look.quantity
-    return _numeric_plan(
-        roles,
-        look,
-        join_answer,
-        question=f"How much smaller is the {q} of Amber than that of Birch?",
-        count=2,
-        expression="$2 - $1",
-        words="How much smaller $1 is than $2",
-        thought="'How much smaller is Amber than Birch' is Birch's minus Amber's: $2 - $1.",
-    )
-
-
-def _ratio(roles: _Roles, look: _Lookup, join_answer: bool) -> str | None:
-    q = look.quantity
-    return _numeric_plan(
-        roles,
-        look,
-        join_answer,
-        question=f"How many times the {q} of Birch is the {q} of Amber?",
-        count=2,
-        expression="$1 / $2",
-        words="$1 divided by $2",
-        thought="Amber's divided by Birch's: the one asked about over the one it is compared with.",
-    )
-
-
-def _total(roles: _Roles, look: _Lookup, join_answer: bool) -> str | None:
-    q = look.quantity
-    return _numeric_plan(
-        roles,
-        look,
-        join_answer,
-        question=f"What is the combined {q} of Amber, Birch and Cedar?",
-        count=3,
-        expression="$1 + $2 + $3",
-        words="The sum of $1, $2 and $3",
-        thought="The total adds all three results.",
-    )
-
-
-def _average(roles: _Roles, look: _Lookup, join_answer: bool) -> str | None:
-    q = look.quantity
-    return _numeric_plan(
-        roles,
-        look,
-        join_answer,
-        question=f"What is the average {q} of Amber, Birch and Cedar?",
-        count=3,
-        expression="($1 + $2 + $3) / 3",
-        words="The average of $1, $2 and $3",
-        thought="An average adds all three results and divides by how many there are.",
-    )
-
-
-def _percent(roles: _Roles, look: _Lookup, join_answer: bool) -> str | None:
-    q = look.quantity
-    return _numeric_plan(
-        roles,
-        look,
-        join_answer,
-        question=f"What would the {q} of Amber be if it grew by 15%?",
-        count=1,
-        expression="$1 * (1 + 0.15)",
-        words="$1 increased by 15%",
-        thought="Growing by 15% multiplies it by 1 + 0.15.",
-    )
-
-
-def _percent_down(roles: _Roles, look: _Lookup, join_answer: bool) -> str | None:
-    q = look.quantity
-    return _numeric_plan(
-        roles,
-        look,
-        join_answer,
-        question=f"What would the {q} of Amber be if it fell by 15%?",
-        count=1,
-        expression="$1 * (1 - 0.15)",
-        words="$1 reduced by 15%",
-        thought="Falling by 15% multiplies it by 1 - 0.15.",
-    )
+_more = _Arithmetic(
+    "How much larger is the {q} of Amber than the {q} of Birch?",
+    2,
+    "$1 - $2",
+    "How much larger $1 is than $2",
+    "'How much larger is Amber than Birch' is Amber's minus Birch's: $1 - $2.",
+)
+_less = _Arithmetic(
+    "How much smaller is the {q} of Amber than that of Birch?",
+    2,
+    "$2 - $1",
+    "How much smaller $1 is than $2",
+    "'How much smaller is Amber than Birch' is Birch's minus Amber's: $2 - $1.",
+)
+_ratio = _Arithmetic(
+    "How many times the {q} of Birch is the {q} of Amber?",
+    2,
+    "$1 / $2",
+    "$1 divided by $2",
+    "Amber's divided by Birch's: the one asked about over the one it is compared with.",
+)
+_total = _Arithmetic(
+    "What is the combined {q} of Amber, Birch and Cedar?",
+    3,
+    "$1 + $2 + $3",
+    "The sum of $1, $2 and $3",
+    "The total adds all three results.",
+)
+_average = _Arithmetic(
+    "What is the average {q} of Amber, Birch and Cedar?",
+    3,
+    "($1 + $2 + $3) / 3",
+    "The average of $1, $2 and $3",
+    "An average adds all three results and divides by how many there are.",
+)
+_percent = _Arithmetic(
+    "What would the {q} of Amber be if it grew by 15%?",
+    1,
+    "$1 * (1 + 0.15)",
+    "$1 increased by 15%",
+    "Growing by 15% multiplies it by 1 + 0.15.",
+)
+_percent_down = _Arithmetic(
+    "What would the {q} of Amber be if it fell by 15%?",
+    1,
+    "$1 * (1 - 0.15)",
+    "$1 reduced by 15%",
+    "Falling by 15% multiplies it by 1 - 0.15.",
+)
 
 
 def _extreme(roles: _Roles, look: _Lookup, join_answer: bool) -> str | None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,7 +97,7 @@ def parallel_turns(question: BenchQuestion, answer: str) -> list[str]:
     return turns
 
 
-def _nth(texts: list[str], index: int) -> str:
+def _nth(texts: Sequence[str], index: int) -> str:
     return texts[min(index, len(texts) - 1)]
 
 

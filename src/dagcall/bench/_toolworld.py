@@ -65,6 +65,7 @@ from ..models import Message, Model, ScriptedModel
 from ..tools import calculator
 from ._runner import BenchConfig, BenchRecord, record_of
 from ._simulate import SimulatedModel, WebLatency, with_latency
+from ._systems import _nth
 
 __all__ = [
     "TOOLWORLD_WORLDS",
@@ -557,10 +558,6 @@ def _tools_for(question: ToolworldQuestion, config: BenchConfig) -> list[BaseToo
         else:
             tools.append(with_latency(t, latency, key=question.key, time_scale=config.scale))
     return tools
-
-
-def _nth(texts: Sequence[str], index: int) -> str:
-    return texts[min(index, len(texts) - 1)]
 
 
 def build_toolworld_runner(
