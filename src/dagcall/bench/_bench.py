@@ -94,24 +94,19 @@ async def _game24(config: BenchConfig) -> list[BenchRecord]:
     """Tree-of-Thoughts call by call ("tot") versus compiled by dagcall, on seeded puzzles."""
     count = min(config.game24_puzzles, config.limit or config.game24_puzzles)
     puzzles = generate_puzzles(count, config.seed)
-    scale = config.scale
     sem = asyncio.Semaphore(config.concurrency)
 
     def model(reply: Callable[[Any], str]) -> Any:
         if config.model is not None:
             return config.model
-        return SimulatedModel(
-            reply, config.profile, time_scale=scale, prefix_cache=config.endpoint_cache() or False
-        )
+        return config.speaker(reply)
 
     def scripted(reply: Callable[[Any], str]) -> Any:
         # the plan and the decision follow from the evaluations; with a real model the
         # proposer and evaluator are real and the search itself is the harness's
         if config.model is not None:
             return SimulatedModel(reply, config.profile, time_scale=1e-9, name="tot-driver")
-        return SimulatedModel(
-            reply, config.profile, time_scale=scale, prefix_cache=config.endpoint_cache() or False
-        )
+        return config.speaker(reply)
 
     async def one(puzzle: tuple[int, ...], system: str) -> BenchRecord:
         async with sem:

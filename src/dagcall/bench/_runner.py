@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from dagcall import DagcallError, Optimizations, PlanCache, RunResult, TaskStatus, answer_text
 from dagcall.pricing import run_cost
 
-from ..models import Model
+from ..models import Message, Model
 from ._bound import critical_path_bound
 from ._data import BenchDataError, BenchQuestion, load_workload
 from ._examples import EXAMPLES
 from ._reference import OracleResult, oracle
 from ._scoring import score
-from ._simulate import PROFILES, PrefixCache, Profile, WebLatency
+from ._simulate import PROFILES, PrefixCache, Profile, SimulatedModel, WebLatency
 from ._systems import SYSTEMS, Setup, build_runner
 
 if TYPE_CHECKING:
@@ -86,6 +86,13 @@ class BenchConfig:
                 step_tokens=self.profile.cache_step_tokens,
             )
         return self._endpoint
+
+    def speaker(self, reply: Callable[[list[Message]], str]) -> SimulatedModel:
+        """A simulated model of this benchmark's profile and time scale that says ``reply``'s
+        words, sharing the endpoint's prompt cache when there is one."""
+        return SimulatedModel(
+            reply, self.profile, time_scale=self.scale, prefix_cache=self.endpoint_cache() or False
+        )
 
     @property
     def simulated(self) -> bool:

@@ -61,10 +61,10 @@ from dagcall import (
 )
 
 from ..baselines import ParallelFunctionCallingAgent, ReActAgent
-from ..models import Message, Model, ScriptedModel
+from ..models import Message, ScriptedModel
 from ..tools import calculator
 from ._runner import BenchConfig, BenchRecord, record_of
-from ._simulate import SimulatedModel, WebLatency, with_latency
+from ._simulate import WebLatency, with_latency
 from ._systems import _nth
 
 __all__ = [
@@ -571,13 +571,7 @@ def build_toolworld_runner(
     values come from ``reference`` (a :func:`reference_run`)."""
     tools = _tools_for(question, config)
 
-    def simulated(reply: Callable[[list[Message]], str]) -> Model:
-        return SimulatedModel(
-            reply,
-            config.profile,
-            time_scale=config.scale,
-            prefix_cache=config.endpoint_cache() or False,
-        )
+    simulated = config.speaker
 
     real = config.model
 

@@ -61,7 +61,7 @@ from dagcall.scaffold import RunLimits, RunScope, drive
 
 from ..baselines import ReActAgent
 from ._runner import BenchConfig, BenchRecord, record_of
-from ._simulate import SimulatedModel, WebLatency, count_tokens
+from ._simulate import WebLatency, count_tokens
 from ._webshop_store import (
     Catalogue,
     Instruction,
@@ -642,13 +642,7 @@ async def run_webshop(config: BenchConfig) -> list[BenchRecord]:
     store.search(goals[0].text if goals else "warm up")
     sem = asyncio.Semaphore(min(config.concurrency, WEBSHOP_CONCURRENCY))
 
-    def simulated(reply: Callable[[list[Message]], str]) -> Model:
-        return SimulatedModel(
-            reply,
-            config.profile,
-            time_scale=config.scale,
-            prefix_cache=config.endpoint_cache() or False,
-        )
+    simulated = config.speaker
 
     built = [
         (
