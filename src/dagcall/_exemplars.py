@@ -299,6 +299,13 @@ def _read_first(roles: _Roles, look: _Lookup, join_answer: bool) -> str | None:
     return "\n".join(lines)
 
 
+# "the X of the Y of Z", "the star that X orbits": a thing named through another; both the
+# chain through a name-giving tool and the read-it-from-a-text pattern answer to it.
+_NESTED = re.compile(
+    r"\bthe \w+(?: \w+)? of the \w+(?: \w+)? (?:of|that|which|who|where)\b|"
+    r"\bof (?:its|their|his|her)\b|\bthe \w+ (?:that|which|who|where) \w+",
+    re.I,
+)
 _PATTERNS = (
     _Pattern(
         "less",
@@ -343,20 +350,12 @@ _PATTERNS = (
     ),
     _Pattern(
         "chain",
-        re.compile(
-            r"\bthe \w+(?: \w+)? of the \w+(?: \w+)? (?:of|that|which|who|where)\b|"
-            r"\bof (?:its|their|his|her)\b|\bthe \w+ (?:that|which|who|where) \w+",
-            re.I,
-        ),
+        _NESTED,
         _chain,
     ),
     _Pattern(
         "read_first",
-        re.compile(
-            r"\bthe \w+(?: \w+)? of the \w+(?: \w+)? (?:of|that|which|who|where)\b|"
-            r"\bof (?:its|their|his|her)\b|\bthe \w+ (?:that|which|who|where) \w+",
-            re.I,
-        ),
+        _NESTED,
         _read_first,
     ),
     _Pattern(

@@ -219,10 +219,10 @@ def ranking(rounds: Sequence[Round], records: dict[int, TaskRecord]) -> str:
             by_tool.setdefault(rec.tool, []).append((number, rec.call))
     lines = []
     for tool, values in by_tool.items():
-        distinct = {call for _, call in values}
-        if len(distinct) < 2:
+        by_call = {call: v for v, call in values}  # a call repeated across rounds: once
+        if len(by_call) < 2:
             continue
-        ordered = sorted(dict((call, v) for v, call in values).items(), key=lambda kv: -kv[1])
+        ordered = sorted(by_call.items(), key=lambda kv: -kv[1])
         text = ", ".join(f"{fence_safe(call)} = {_number(v)}" for call, v in ordered[:8])
         lines.append(f"{fence_safe(tool)} results, highest first: {text}")
     return "\n".join(lines)
