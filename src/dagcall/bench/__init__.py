@@ -1,6 +1,13 @@
 """dagcall's benchmarks: the LLMCompiler paper's comparisons, reproducible offline."""
 
-from ._bench import BenchOutcome, report_markdown, run_bench, write_report
+from ._bench import (
+    DATASET_WORKLOADS,
+    GENERATED_WORKLOADS,
+    BenchOutcome,
+    report_markdown,
+    run_bench,
+    write_report,
+)
 from ._data import BenchDataError, BenchQuestion, KnowledgeBase, find_datasets, load_workload
 from ._game24 import generate_puzzles, is_solution, solve
 from ._reference import OracleResult, apply_rule, oracle
@@ -9,6 +16,8 @@ from ._scoring import normalize_answer, score
 from ._simulate import PROFILES, Profile, SimulatedModel, WebLatency, simulated_model
 
 __all__ = [
+    "DATASET_WORKLOADS",
+    "GENERATED_WORKLOADS",
     "PROFILES",
     "BenchConfig",
     "BenchDataError",

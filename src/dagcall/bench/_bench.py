@@ -44,11 +44,17 @@ from ._simulate import SimulatedModel
 from ._toolworld import run_toolworld
 from ._webshop import WEBSHOP_CONCURRENCY, run_webshop
 
-__all__ = ["BenchOutcome", "run_bench", "write_report"]
+__all__ = [
+    "DATASET_WORKLOADS",
+    "GENERATED_WORKLOADS",
+    "BenchOutcome",
+    "run_bench",
+    "write_report",
+]
 
 DATASET_WORKLOADS = ("parallelqa", "hotpotqa", "movies")
 #: The workloads the benchmark makes itself (no datasets needed).
-GENERATED = ("game24", "webshop", "toolworld")
+GENERATED_WORKLOADS = ("game24", "webshop", "toolworld")
 BASELINES = {"game24": "tot"}
 #: Baselines compared against besides the first (WebShop: LATS as well as ReAct).
 OTHER_BASELINES = {"webshop": ("lats",)}
@@ -139,7 +145,7 @@ async def run_bench(
     started = time.perf_counter()
     outcome = BenchOutcome(config, rss_start=rss())
     for workload in config.workloads:
-        if workload in GENERATED:
+        if workload in GENERATED_WORKLOADS:
             generated = {"game24": _game24, "webshop": run_webshop, "toolworld": run_toolworld}
             records = await generated[workload](config)
             for r in records:

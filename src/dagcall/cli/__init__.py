@@ -1157,6 +1157,8 @@ def bench(
     and a LATS-style tree search on WebShop (an offline store), and all three on Toolworld
     (fictional worlds with tools no model has seen)."""
     from dagcall.bench import (
+        DATASET_WORKLOADS,
+        GENERATED_WORKLOADS,
         BenchConfig,
         SimulatedModel,
         find_datasets,
@@ -1165,19 +1167,12 @@ def bench(
         write_report,
     )
 
-    chosen = list(workloads) or [
-        "parallelqa",
-        "hotpotqa",
-        "movies",
-        "game24",
-        "webshop",
-        "toolworld",
-    ]
+    chosen = list(workloads) or [*DATASET_WORKLOADS, *GENERATED_WORKLOADS]
     if not workloads and importlib.util.find_spec("bm25s") is None:  # WebShop's search
         _stderr().print("bm25s not installed (the docs extra): leaving WebShop out")
         chosen.remove("webshop")
     datasets = find_datasets(data)
-    offline = ("game24", "webshop", "toolworld")  # made by the benchmark: no datasets needed
+    offline = GENERATED_WORKLOADS  # made by the benchmark: no datasets needed
     if datasets is None and any(w not in offline for w in chosen):
         if workloads:
             raise UsageError(
