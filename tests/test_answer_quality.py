@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from dagcall import Compiler, ExampleBank, StopReason, TaskStatus, ToolError, tool
-from dagcall._checks import answer_problem, expected_kind, grounded, settle_expression
+from dagcall._checks import (
+    answer_problem,
+    expected_kind,
+    grounded,
+    listed_options,
+    matching_option,
+    settle_expression,
+)
 from dagcall._grammar import joiner_grammar
 from dagcall._plan import parse_plan
 from dagcall.models import ScriptedModel
@@ -373,6 +380,88 @@ def test_a_text_named_as_the_answer_to_a_number_question_goes_to_the_joiner() ->
     run = compiler.run("What is the population of the capital of Druvania?")
     assert not run.rounds[0].joiner_elided  # "Varnholt is twinned ..." is no number
     assert [c.role for c in run.usage] == ["planner", "joiner"]
+
+
+def test_a_named_answer_that_leaves_a_result_unread_goes_to_the_joiner() -> None:
+    # the plan stopped short: task 3 is computed but the named answer, task 1, does not use it
+    plan = (
+        '1. town_population("Varnholt")\n2. town_population("Ostvale")\n'
+        '3. calculator("$1 + $2")\n4. join("$1")\n<END_OF_PLAN>'
+    )
+    joiner = ScriptedModel(["Thought: Task 3 adds them.\nAction: Finish(87400)"])
+    compiler = Compiler(
+        planner_model=ScriptedModel([plan]), joiner_model=joiner, tools=TOOLS, max_replans=0
+    )
+    run = compiler.run("What is the combined population of Varnholt and Ostvale?")
+    assert not run.rounds[0].joiner_elided
+    assert run.answer == "87400"
+    assert [c.role for c in run.usage] == ["planner", "joiner"]
+    # and when the named task uses every result, the joiner is skipped as before
+    whole = plan.replace('join("$1")', 'join("$3")')
+    run = Compiler(
+        planner_model=ScriptedModel([whole]), joiner_model=ScriptedModel([]), tools=TOOLS
+    ).run("What is the combined population of Varnholt and Ostvale?")
+    assert run.rounds[0].joiner_elided
+    assert run.answer == "87400"
+
+
+# -- questions that list their options ------------------------------------------------------
+
+OPTIONS_Q = (
+    "Find a town like Varnholt and Ostvale\nOptions:\n(A) Quillmere\n(B) Port Quillmere\n"
+    "(C) Love #9 \"Town\"\n\nAnswer with one."
+)
+
+
+def test_listed_options_are_read_one_a_line() -> None:
+    assert listed_options(OPTIONS_Q) == ["Quillmere", "Port Quillmere", 'Love #9 "Town"']
+    assert listed_options("Options:\n- only one") == []
+    assert listed_options("Which town, Varnholt or Ostvale?") == []
+    assert listed_options("Choices:\n1. Amber\n2. Birch\n") == ["Amber", "Birch"]
+
+
+@pytest.mark.parametrize(
+    ("answer", "option"),
+    [
+        ("quillmere.", "Quillmere"),
+        ("The answer is Port Quillmere", "Port Quillmere"),  # the longer name, not both
+        ('love #9 "town"', 'Love #9 "Town"'),
+        ("No similar town found", None),
+        ("Quillmere or Love #9 Town", None),  # two options named
+    ],
+)
+def test_an_answer_names_one_option_or_none(answer: str, option: str | None) -> None:
+    assert matching_option(answer, listed_options(OPTIONS_Q)) == option
+
+
+def test_an_answer_outside_the_options_is_put_to_the_joiner_again() -> None:
+    assert answer_problem(OPTIONS_Q, "Quillmere", ()) is None
+    problem = answer_problem(OPTIONS_Q, "None of them", ()) or ""
+    assert "exactly one of Quillmere; Port Quillmere" in problem
+    plan = '1. archive("Varnholt")\n2. join()\n<END_OF_PLAN>'
+    joiner = ScriptedModel(
+        [
+            "Thought: No town matches.\nAction: Finish(No similar town found)",
+            "Thought: Quillmere is closest.\nAction: Finish(Quillmere)",
+        ],
+        supports_grammar=True,
+    )
+    compiler = Compiler(
+        planner_model=ScriptedModel([plan]), joiner_model=joiner, tools=TOOLS, max_replans=0
+    )
+    run = compiler.run(OPTIONS_Q)
+    assert run.answer == "Quillmere"
+    assert "lists its options" in run.rounds[0].answer_checks[0]
+    grammar = joiner.calls[0].grammar or ""  # a grammar-capable joiner can only pick one
+    assert '"Finish(" ("Quillmere" | "Port Quillmere" | "Love #9 \\"Town\\"") ")"' in grammar
+
+
+def test_the_joiner_grammar_with_options_parses() -> None:
+    llama_cpp = pytest.importorskip("llama_cpp")
+    for may in (True, False):
+        grammar = joiner_grammar(may_replan=may, answers=["Fargo", 'Love "Potion" #9', "Amélie"])
+        llama_cpp.LlamaGrammar.from_string(grammar, verbose=False)
+        assert ("Replan(" in grammar) is may
 
 
 def test_the_bank_is_the_default_and_builtin_keeps_the_one_example() -> None:

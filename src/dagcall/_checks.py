@@ -16,7 +16,14 @@ import re
 from collections.abc import Iterable
 from typing import Literal
 
-__all__ = ["AnswerKind", "answer_problem", "expected_kind", "settle_expression"]
+__all__ = [
+    "AnswerKind",
+    "answer_problem",
+    "expected_kind",
+    "listed_options",
+    "matching_option",
+    "settle_expression",
+]
 
 AnswerKind = Literal["yesno", "choice", "number"]
 
@@ -46,6 +53,11 @@ _VALUES = re.compile(
 )
 _LONE_NUMBER = re.compile(r"^\W*[-+]?\d[\d,]*(?:\.\d+)?\W*$")
 _FREE = {0.0, 1.0, 2.0, 3.0, 10.0, 100.0, 1000.0}
+# A question that lists its possible answers: an "Options:" (or "Choices:") line, then one
+# option a line, each perhaps marked "-", "*", "(A)", "A)" or "A.".
+_OPTIONS_HEAD = re.compile(r"^\s*(?:options|choices|candidates)\s*:\s*$", re.I | re.M)
+_OPTION_MARK = re.compile(r"^\s*(?:[-*\u2022]\s+|\(?[A-Ha-h1-9]\)\s+|[A-H1-9][.:]\s+)")
+_MAX_OPTIONS = 26
 
 
 def expected_kind(question: str) -> AnswerKind | None:
@@ -119,6 +131,43 @@ def grounded(value: float, results: Iterable[float], question_numbers: Iterable[
     return False
 
 
+def listed_options(question: str) -> list[str]:
+    """The answers ``question`` offers, in order, when it lists them one a line after an
+    ``Options:`` line (at least two, each of at most 200 characters); ``[]`` otherwise."""
+    head = _OPTIONS_HEAD.search(question)
+    if head is None:
+        return []
+    options: list[str] = []
+    for line in question[head.end() :].splitlines():
+        if not line.strip():
+            if options:
+                break
+            continue
+        option = _OPTION_MARK.sub("", line).strip()
+        if not option or len(option) > 200 or len(options) == _MAX_OPTIONS:
+            return []
+        if option not in options:
+            options.append(option)
+    return options if len(options) >= 2 else []
+
+
+def _plain(text: str) -> str:
+    return " ".join(re.findall(r"\w+", text.lower()))
+
+
+def matching_option(answer: str, options: Iterable[str]) -> str | None:
+    """The one option ``answer`` names: equal to it up to case and punctuation, or the only
+    option whose words it contains; ``None`` when it names none or several."""
+    said = _plain(answer)
+    listed = list(options)
+    for option in listed:
+        if _plain(option) == said:
+            return option
+    named = [o for o in listed if _plain(o) and f" {_plain(o)} " in f" {said} "]
+    longest = [o for o in named if not any(o != p and _plain(o) in _plain(p) for p in named)]
+    return longest[0] if len(longest) == 1 else None
+
+
 def answer_problem(question: str, answer: str, observations: Iterable[str]) -> str | None:
     """What is wrong with ``answer`` to ``question`` given the results' texts, in one
     sentence for the joiner, or ``None``."""
@@ -126,6 +175,14 @@ def answer_problem(question: str, answer: str, observations: Iterable[str]) -> s
     text = answer.strip()
     if not text:
         return "The answer is empty: answer the question from the results."
+    options = listed_options(question)
+    if options:
+        if matching_option(text, options) is not None:
+            return None
+        return (
+            f"The question lists its options, but the answer was {text[:80]!r}: answer with "
+            f"exactly one of {'; '.join(options)[:600]}."
+        )
     if kind == "yesno" and not _YES_OR_NO.match(text):
         return (
             f"The question asks yes or no, but the answer was {text[:80]!r}: answer with yes or no."

@@ -13,7 +13,7 @@ from contextlib import aclosing
 from typing import Any
 
 from ._cache import CallCache
-from ._checks import answer_problem, expected_kind, settle_expression
+from ._checks import answer_problem, expected_kind, listed_options, settle_expression
 from ._errors import ToolArgumentError, ToolError, ToolExecutionError, UsageError
 from ._executor import Executor
 from ._exemplars import ExampleBank
@@ -358,14 +358,7 @@ class _Run(RunScope):
         target = rnd.answer_task
         if target is None or target not in records:
             return None
-        needed: set[int] = set()
-        todo = [target]
-        while todo:
-            task = todo.pop()
-            if task in needed or task not in records:
-                continue
-            needed.add(task)
-            todo.extend(records[task].deps)
+        needed = self.inputs_of(target)
         failed = [
             records[i]
             for i in sorted(needed)
@@ -498,7 +491,9 @@ class _Run(RunScope):
         """The answer a plan named with ``join("$M")``, when M is one of its tasks, every task
         of the round succeeded, the plan had no problems, the question does not ask for a
         choice or a yes or no (a tool's raw result is no answer to those) and M's result is a
-        number or a short text (not a record or a list); else ``None``."""
+        number or a short text (not a record or a list), and M's result rests on every other
+        task of the round (a result the answer leaves unread says the plan stopped short);
+        else ``None``."""
         records = self.scheduler.records
         target = rnd.answer_task
         if target is None or target not in rnd.task_ids or rnd.errors:
@@ -507,6 +502,8 @@ class _Run(RunScope):
             return None
         if any(records[i].status is not TaskStatus.DONE for i in rnd.task_ids):
             return None
+        if not set(rnd.task_ids) <= self.inputs_of(target):
+            return None  # a result the answer does not use: the plan may have stopped short
         output = records[target].output
         if not isinstance(output, str | int | float) or isinstance(output, bool):
             return None  # a record, a list, yes/no: the joiner words the answer from it
@@ -519,6 +516,19 @@ class _Run(RunScope):
         ):
             return None  # a text where a number was asked: the joiner reads it (or replans)
         return answer_text(output)
+
+    def inputs_of(self, target: int) -> set[int]:
+        """Task ``target`` and every task its result rests on, however indirectly."""
+        records = self.scheduler.records
+        seen: set[int] = set()
+        todo = [target]
+        while todo:
+            task = todo.pop()
+            if task in seen or task not in records:
+                continue
+            seen.add(task)
+            todo.extend(records[task].deps)
+        return seen
 
     def submit(self, item: PlanItem, rnd: Round) -> None:
         if isinstance(item, TaskSpec):
@@ -548,6 +558,7 @@ class _Run(RunScope):
             on_text=self.joiner_text,
             record=self.add_call,
             may_replan=may_replan,
+            answers=listed_options(self.result.question) if self.c.check_answers else (),
         )
 
     def plan_text(self, text: str) -> None:

@@ -64,15 +64,21 @@ def plan_grammar(tools: Sequence[BaseTool], *, max_tasks: int = 20) -> str:
     return "\n".join(head + rules) + _COMMON
 
 
-def joiner_grammar(*, may_replan: bool) -> str:
+def joiner_grammar(*, may_replan: bool, answers: Sequence[str] = ()) -> str:
     """The GBNF grammar of a joiner's reply: one ``Thought:`` line, then ``Action:
     Finish(...)`` (or, when ``may_replan``, ``Replan(...)``) on one line, so a small model
-    cannot drift into prose, a second answer or an action that is not allowed."""
-    actions = '"Finish(" | "Replan("' if may_replan else '"Finish("'
+    cannot drift into prose, a second answer or an action that is not allowed.  With
+    ``answers`` (the options a question lists) ``Finish`` holds exactly one of them."""
+    finish = (
+        '"Finish(" (' + " | ".join(_lit(a) for a in answers) + ') ")"'
+        if answers
+        else '"Finish(" line'
+    )
+    action = f'{finish} | "Replan(" line' if may_replan else finish
     return "\n".join(
         [
             'root ::= "Thought: " line "\\nAction: " action',
-            f"action ::= ({actions}) line",
+            f"action ::= {action}",
             "line ::= [^\\n]+",
         ]
     )

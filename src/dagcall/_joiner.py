@@ -316,10 +316,12 @@ class Joiner:
         on_text: Callable[[str], None],
         record: Callable[[LLMCall], None],
         may_replan: bool = True,
+        answers: Sequence[str] = (),
     ) -> JoinerDecision:
         """Stream the joiner's reply for round ``rnd``, fill in the round's decision, and
         return it; the call's usage goes to ``record`` however it ends.  ``may_replan`` says
-        whether a ``Replan`` is allowed (the grammar of a constrained joiner follows it)."""
+        whether a ``Replan`` is allowed, and ``answers`` which answers are (the options the
+        question lists); the grammar of a constrained joiner follows both."""
         from ._streams import ModelCall, model_error
 
         call = ModelCall(
@@ -333,7 +335,7 @@ class Joiner:
         )
         options: dict[str, Any] = {}
         if self.constrained and self.model.supports_grammar:  # one Thought, one Action
-            options["grammar"] = joiner_grammar(may_replan=may_replan)
+            options["grammar"] = joiner_grammar(may_replan=may_replan, answers=answers)
         try:
             async with aclosing(call.deltas(**options)) as deltas:
                 async for delta in deltas:
