@@ -405,11 +405,59 @@ def test_a_named_answer_that_leaves_a_result_unread_goes_to_the_joiner() -> None
     assert run.answer == "87400"
 
 
+def test_a_replan_that_only_repeats_calls_may_not_replan_again() -> None:
+    first = '1. town_population("Varnholt")\n2. join()\n<END_OF_PLAN>'
+    again = '2. town_population("Varnholt")\n3. join()\n<END_OF_PLAN>'
+    joiner = ScriptedModel(
+        [
+            "Thought: Not sure.\nAction: Replan(more)",
+            "Thought: It is 52300.\nAction: Finish(52300)",
+        ],
+        supports_grammar=True,
+    )
+    compiler = Compiler(
+        planner_model=ScriptedModel([first, again]),
+        joiner_model=joiner,
+        tools=TOOLS,
+        max_replans=3,
+    )
+    run = compiler.run("How many people live in Varnholt?")
+    assert run.answer == "52300"
+    assert "Replan(" in (joiner.calls[0].grammar or "")
+    assert "Replan(" not in (joiner.calls[1].grammar or "")  # nothing new came back
+    assert "only repeated calls" in run.rounds[1].answer_checks[0]
+    # a replan with a new call may still replan
+    other = '2. town_population("Ostvale")\n3. join()\n<END_OF_PLAN>'
+    joiner = ScriptedModel(
+        ["Thought: ?\nAction: Replan(more)", "Thought: ok\nAction: Finish(1)"],
+        supports_grammar=True,
+    )
+    Compiler(
+        planner_model=ScriptedModel([first, other]),
+        joiner_model=joiner,
+        tools=TOOLS,
+        max_replans=3,
+    ).run("How many people live in Varnholt?")
+    assert "Replan(" in (joiner.calls[1].grammar or "")
+
+
+def test_the_replanner_is_told_to_take_a_suggested_name() -> None:
+    first = '1. archive("Varnholt")\n2. join()\n<END_OF_PLAN>'
+    planner = ScriptedModel([first, '2. town_population("Varnholt")\n3. join()\n<END_OF_PLAN>'])
+    joiner = ScriptedModel(
+        ["Thought: ?\nAction: Replan(population)", "Thought: ok\nAction: Finish(52300)"]
+    )
+    Compiler(planner_model=planner, joiner_model=joiner, tools=TOOLS).run(
+        "How many people live in Varnholt?"
+    )
+    assert "suggested name exactly" in planner.calls[1].messages[-1].content
+
+
 # -- questions that list their options ------------------------------------------------------
 
 OPTIONS_Q = (
     "Find a town like Varnholt and Ostvale\nOptions:\n(A) Quillmere\n(B) Port Quillmere\n"
-    "(C) Love #9 \"Town\"\n\nAnswer with one."
+    '(C) Love #9 "Town"\n\nAnswer with one.'
 )
 
 

@@ -324,7 +324,13 @@ class _Run(RunScope):
                 self.result.stop_reason = StopReason.FINISH
                 self.learn()
                 return
-            if self.c.check_answers and index < last:
+            may_replan = index < last
+            if self.c.check_answers and may_replan and self.repeats(rnd):
+                may_replan = False  # the replan only asked again for what was there
+                rnd.answer_checks.append(
+                    "the new plan only repeated calls already made: answer from the results"
+                )
+            if self.c.check_answers and may_replan:
                 failed = self.failures(rnd)
                 if failed is not None:  # fix the calls first; no answer can rest on them
                     rnd.answer_checks.append(failed)
@@ -332,10 +338,10 @@ class _Run(RunScope):
                     rnd.replan_reason = reason = failed
                     self.emit("round_end")
                     continue
-            decision = await self.join(rnd, may_replan=index < last)
+            decision = await self.join(rnd, may_replan=may_replan)
             self.budget.check()
             if decision.action == "finish" and self.c.check_answers:
-                decision = await self.check(rnd, decision, may_replan=index < last)
+                decision = await self.check(rnd, decision, may_replan=may_replan)
                 self.budget.check()
             self.emit("round_end")
             if decision.action == "finish":
@@ -516,6 +522,19 @@ class _Run(RunScope):
         ):
             return None  # a text where a number was asked: the joiner reads it (or replans)
         return answer_text(output)
+
+    def repeats(self, rnd: Round) -> bool:
+        """Whether round ``rnd`` is a replan whose every call was already made in an earlier
+        round (the same tool with the same arguments), so it brought nothing new."""
+        if rnd.index == 0 or not rnd.task_ids:
+            return False
+        records = self.scheduler.records
+        earlier = {
+            records[i].call for r in self.result.rounds if r.index < rnd.index for i in r.task_ids
+        }
+        return all(
+            records[i].reused_from is not None or records[i].call in earlier for i in rnd.task_ids
+        )
 
     def inputs_of(self, target: int) -> set[int]:
         """Task ``target`` and every task its result rests on, however indirectly."""
