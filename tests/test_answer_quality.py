@@ -164,6 +164,10 @@ def test_per_question_must_be_positive() -> None:
         ("How much larger is A than B?", "number"),
         ("How many moons has A?", "number"),
         ("What is the total length of the rivers?", "number"),
+        ("If A grew by 10% and B fell by 5%, what would the combined population be?", "number"),
+        ("Given that A doubles, what is the ratio of the largest to the smallest?", "number"),
+        ("If A grew by 10%, how many people would live there?", "number"),
+        ("I wonder how many people live there", None),
         ("What is the population of the capital of Xland?", "number"),
         ("What was the average yearly rainfall?", "number"),
         ("Name the capital of Xland.", None),
@@ -222,6 +226,24 @@ def test_a_number_no_result_supports_is_found() -> None:
 # -- the checks in a run -------------------------------------------------------------------
 
 PLAN = '1. town_population("Varnholt")\n2. town_population("Ostvale")\n3. join()\n<END_OF_PLAN>'
+
+
+def test_the_sum_or_mean_of_several_one_number_results_is_grounded() -> None:
+    question = "If A, B, C and D each grew by 10%, what would be their average height?"
+    observations = ["A is 540.1 m tall.", "B is 828 m tall.", "594.11", "910.8", "487.5", "608.6"]
+    mean = (594.11 + 910.8 + 487.5 + 608.6) / 4
+    assert answer_problem(question, f"{mean:.2f}", observations) is None
+    assert answer_problem(question, f"{mean * 4:.2f}", observations) is None  # their sum
+    assert grounded(mean, [], [], [594.11, 910.8, 487.5, 608.6])
+    assert not grounded(mean * 3.7, [], [], [594.11, 910.8, 487.5, 608.6])
+
+
+def test_an_expression_after_an_if_clause_is_computed() -> None:
+    joiner = ScriptedModel(["Thought: Add them.\nAction: Finish(52300 + 35100)"])
+    compiler = Compiler(planner_model=ScriptedModel([PLAN]), joiner_model=joiner, tools=TOOLS)
+    run = compiler.run("If Varnholt and Ostvale merged, what would the combined population be?")
+    assert run.answer == "87400"
+    assert len(joiner.calls) == 1
 
 
 def test_a_number_where_a_name_was_asked_is_put_to_the_joiner_again() -> None:

@@ -30,13 +30,16 @@ AnswerKind = Literal["yesno", "choice", "number"]
 _AUX = r"is|are|was|were|do|does|did|can|could|will|would|has|have|had|should|shall|may|might|must"
 _YESNO = re.compile(rf"^\W*(?:whether|{_AUX})\b", re.I)
 _CHOICE = re.compile(r"^\W*(?:which|who|whom|whose)\b|\bor\b[^?]*\?\s*$", re.I)
+# At the start of the question or of a clause ("If A grew by 10%, what would ... be?").
 _NUMBER = re.compile(
-    r"^\W*how (?:much|many|long|tall|far|old|high|deep|big|large|heavy|fast|hot|cold|wide)\b|"
-    r"^\W*what (?:is|was|would be|will be|are|were) the (?:\w+ )?(?:total|sum|difference|"
+    r"(?:^|[,;:]\s)\W*how (?:much|many|long|tall|far|old|high|deep|big|large|heavy|fast|hot|"
+    r"cold|wide)\b|"
+    r"(?:^|[,;:]\s)\W*what (?:is|was|would be|will be|are|were|would|will) (?:then )?the "
+    r"(?:\w+ )?(?:total|sum|difference|"
     r"average|mean|ratio|product|combined|number|count|population|height|elevation|altitude|"
     r"area|length|width|depth|distance|mass|weight|temperature|age|price|cost|speed|"
     r"duration|period|size|volume|value|percentage|share|rate|score|budget|revenue|salary)\b|"
-    r"^\W*by how much\b",
+    r"(?:^|[,;:]\s)\W*by how much\b",
     re.I,
 )
 _YES_OR_NO = re.compile(r"^\W*(?:yes|no)\b", re.I)
@@ -108,13 +111,24 @@ def _near(a: float, b: float) -> bool:
     return abs(a - b) <= 0.01 * max(abs(a), abs(b)) + 1e-9
 
 
-def grounded(value: float, results: Iterable[float], question_numbers: Iterable[float]) -> bool:
+def grounded(
+    value: float,
+    results: Iterable[float],
+    question_numbers: Iterable[float],
+    values: Iterable[float] = (),
+) -> bool:
     """Whether ``value`` is (within 1%) a result's number, a number of the question, one
-    operation of two of them (+ - * /, either order, a percentage, a mean), or the sum or
-    mean of three."""
+    operation of two of them (+ - * /, either order, a percentage, a mean), the sum or mean
+    of three, or the sum or mean of any of ``values`` (the results that are one number each,
+    at most 10 of them)."""
     pool = list(dict.fromkeys([*results, *question_numbers]))
     if value in _FREE or any(_near(value, x) for x in pool):
         return True
+    lone = list(dict.fromkeys(values))[:10]
+    for size in range(2, len(lone) + 1):
+        for group in itertools.combinations(lone, size):
+            if _near(value, sum(group)) or _near(value, sum(group) / size):
+                return True
     if len(pool) > 60:  # the pairs would be too many to mean anything
         return True
     if len(pool) <= 20:  # sums and averages of three
@@ -204,9 +218,11 @@ def answer_problem(question: str, answer: str, observations: Iterable[str]) -> s
             "with the number the results give."
         )
     if kind == "number" and len(numbers) == 1:
-        results = [n for o in observations for n in _numbers(o)]
+        texts = list(observations)
+        results = [n for o in texts for n in _numbers(o)]
+        lone = [abs(_numbers(o)[0]) for o in texts if _LONE_NUMBER.match(o)]
         if results and not grounded(
-            abs(numbers[0]), map(abs, results), map(abs, _numbers(question))
+            abs(numbers[0]), map(abs, results), map(abs, _numbers(question)), lone
         ):
             return (
                 f"The answer's number {numbers[0]:g} is in no result and follows from none "
