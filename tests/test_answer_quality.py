@@ -529,9 +529,11 @@ def test_an_answer_outside_the_options_is_put_to_the_joiner_again() -> None:
 def test_the_joiner_grammar_with_options_parses() -> None:
     llama_cpp = pytest.importorskip("llama_cpp")
     for may in (True, False):
-        grammar = joiner_grammar(may_replan=may, answers=["Fargo", 'Love "Potion" #9', "Amélie"])
+        options = ["Fargo", 'Love "Potion" #9', "Amélie", "Film 😀"]
+        grammar = joiner_grammar(may_replan=may, answers=options)
         llama_cpp.LlamaGrammar.from_string(grammar, verbose=False)
         assert ("Replan(" in grammar) is may
+        assert '"Amélie" | "Film 😀"' in grammar  # as UTF-8, not as \\u escapes
 
 
 def test_the_bank_is_the_default_and_builtin_keeps_the_one_example() -> None:

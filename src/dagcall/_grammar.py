@@ -32,7 +32,9 @@ dict ::= "{" ws (string ":" ws value ("," ws string ":" ws value)*)? ws "}"
 
 
 def _lit(text: str) -> str:
-    return json.dumps(text)
+    # UTF-8 as it is: a \\u escape of a character outside the BMP would be two surrogates,
+    # which no model output can match
+    return json.dumps(text, ensure_ascii=False)
 
 
 def plan_grammar(tools: Sequence[BaseTool], *, max_tasks: int = 20) -> str:
