@@ -173,12 +173,12 @@ def matching_option(answer: str, options: Iterable[str]) -> str | None:
     """The one option ``answer`` names: equal to it up to case and punctuation, or the only
     option whose words it contains; ``None`` when it names none or several."""
     said = _plain(answer)
-    listed = list(options)
-    for option in listed:
-        if _plain(option) == said:
+    plain = {option: _plain(option) for option in options}
+    for option, words in plain.items():
+        if words == said:
             return option
-    named = [o for o in listed if _plain(o) and f" {_plain(o)} " in f" {said} "]
-    longest = [o for o in named if not any(o != p and _plain(o) in _plain(p) for p in named)]
+    named = {o: w for o, w in plain.items() if w and f" {w} " in f" {said} "}
+    longest = [o for o, w in named.items() if not any(w != v and w in v for v in named.values())]
     return longest[0] if len(longest) == 1 else None
 
 
