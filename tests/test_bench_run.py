@@ -277,3 +277,15 @@ def test_cli_sample_and_system_choose_questions_and_systems(
     main([*args, "--time-scale", "0.005", "--out", str(tmp_path / "again")])
     again = json.loads((tmp_path / "again" / "runs.json").read_text())
     assert [r["question_id"] for r in again if r["workload"] == "hotpotqa"] == hotpot
+
+
+def test_the_cli_offers_exactly_the_benchmarks_workloads() -> None:
+    # the CLI spells the list out so that its start-up need not import dagcall.bench
+    import click
+
+    from dagcall.bench import DATASET_WORKLOADS, GENERATED_WORKLOADS
+    from dagcall.cli import bench
+
+    option = next(p for p in bench.params if p.name == "workloads")
+    assert isinstance(option.type, click.Choice)
+    assert list(option.type.choices) == [*DATASET_WORKLOADS, *GENERATED_WORKLOADS]

@@ -1172,14 +1172,13 @@ def bench(
         _stderr().print("bm25s not installed (the docs extra): leaving WebShop out")
         chosen.remove("webshop")
     datasets = find_datasets(data)
-    offline = GENERATED_WORKLOADS  # made by the benchmark: no datasets needed
-    if datasets is None and any(w not in offline for w in chosen):
+    if datasets is None and any(w not in GENERATED_WORKLOADS for w in chosen):
         if workloads:
             raise UsageError(
                 "the LLMCompiler datasets were not found: pass --data DIR (the folder holding "
                 "parallelqa_dataset.json) or set DAGCALL_DATASETS"
             )
-        chosen = [w for w in chosen if w in offline]
+        chosen = [w for w in chosen if w in GENERATED_WORKLOADS]
         _stderr().print(
             "datasets not found (--data DIR): running only the workloads the benchmark "
             f"generates itself ({', '.join(chosen)})"
