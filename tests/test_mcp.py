@@ -153,7 +153,9 @@ async def test_tools_are_listed_with_schemas_annotations_and_safe_names(
     assert (sleep.read_only, sleep.idempotent, sleep.side_effects) == (True, True, False)
     assert sleep.timeout == 1.5
     weather = tools["weather"]
-    assert weather.render().startswith("weather(city: str) -> dict")
+    head = weather.render().splitlines()[0]  # the structured result by its fields
+    assert head.startswith("weather(city: str) -> {")
+    assert all(f"{f}: " in head for f in ("city", "temperature", "conditions"))
     assert weather._output is not None
     assert set(weather._output["properties"]) == {"city", "temperature", "conditions"}
     delete = tools["delete_item"]

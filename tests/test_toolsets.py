@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 import pytest
+from pydantic import BaseModel
 
 from dagcall import (
     Compiler,
@@ -109,6 +111,74 @@ def test_schema_tool_renders_types_defaults_and_argument_notes() -> None:
     assert t.parameter_names == ["mode", "tags", "limit", "flag", "tail"]
     assert t.json_schema == schema
     assert t.json_schema is not t.json_schema
+
+
+def test_a_structured_result_shows_its_fields_so_a_plan_can_select_one() -> None:
+    # MCP structured content: the output schema's properties, not a bare "dict"
+    output = {
+        "type": "object",
+        "properties": {
+            "city": {"type": "string"},
+            "population": {"type": "integer"},
+            "tags": {"type": "array", "items": {"type": "string"}},
+        },
+    }
+
+    async def run(arguments: dict[str, Any]) -> None:
+        return None
+
+    head = SchemaTool("where", "", SEARCH_SCHEMA, run, output_schema=output).render()
+    assert head.endswith("-> {city: str, population: int, tags: list[str]}")
+    bare = SchemaTool("bag", "", SEARCH_SCHEMA, run, output_schema={"type": "object"})
+    assert bare.render().endswith("-> dict")
+    many = {"type": "object", "properties": {f"f{i}": {"type": "number"} for i in range(20)}}
+    long = SchemaTool("wide", "", SEARCH_SCHEMA, run, output_schema=many).render()
+    assert long.split(" -> ")[1].count(": float") == 12
+    assert long.endswith("f11: float, ...}")
+
+
+class Place(TypedDict):
+    city: str
+    population: int
+
+
+class Inner(BaseModel):
+    x: int
+
+
+class Record(BaseModel):
+    name: str
+    inner: Inner
+
+
+@dataclasses.dataclass
+class Point:
+    x: float
+    y: float
+
+
+def test_a_function_tool_shows_the_fields_of_a_typed_result() -> None:
+    @tool
+    def place(q: str) -> Place:
+        """A place."""
+        return {"city": q, "population": 1}
+
+    @tool
+    def record(q: str) -> Record:
+        return Record(name=q, inner=Inner(x=1))
+
+    @tool
+    def point(q: str) -> Point:
+        return Point(0, 0)
+
+    @tool
+    def loose(q: str) -> dict[str, Any]:
+        return {}
+
+    assert place.render() == "place(q: str) -> {city: str, population: int}\nA place."
+    assert record.render() == "record(q: str) -> {name: str, inner: Inner}"
+    assert point.render() == "point(q: str) -> {x: float, y: float}"
+    assert loose.render() == "loose(q: str) -> dict[str, Any]"
 
 
 @pytest.mark.parametrize(

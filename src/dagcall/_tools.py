@@ -35,6 +35,7 @@ from typing import (
     get_args,
     get_origin,
     get_type_hints,
+    is_typeddict,
     overload,
 )
 
@@ -441,8 +442,25 @@ class Tool(BaseTool):
                 return self._annotated_head()
         head = schema_signature(self.name, schema)
         if "return" in self._hints:
-            head += f" -> {_annotation_text(self._hints['return'])}"
+            head += f" -> {self._result_text()}"
         return head
+
+    def _result_text(self) -> str:
+        """The return type as the planner sees it: a structured result (a pydantic model,
+        dataclass or TypedDict) by its fields, so a plan can select one (``$1.city``); any
+        other type as annotated."""
+        annotation = self._hints["return"]
+        if is_typeddict(annotation):  # pydantic refuses typing.TypedDict before Python 3.12
+            try:
+                keys = get_type_hints(annotation)
+            except Exception:
+                keys = {}
+            shown = [f"{k}: {_annotation_text(v)}" for k, v in keys.items()]
+            if len(shown) > MAX_SHOWN_FIELDS:
+                shown[MAX_SHOWN_FIELDS:] = ["..."]
+            if shown:
+                return "{" + ", ".join(shown) + "}"
+        return _fields_text(self.output_schema) or _annotation_text(annotation)
 
     def _annotated_head(self) -> str:
         params = []
@@ -458,7 +476,7 @@ class Tool(BaseTool):
             params.append(text)
         head = f"{self.name}({', '.join(params)})"
         if "return" in self._hints:
-            head += f" -> {_annotation_text(self._hints['return'])}"
+            head += f" -> {self._result_text()}"
         return head
 
     def render(self) -> str:
@@ -806,13 +824,34 @@ def _type_text(schema: object) -> str:
     return _TYPE_TEXT.get(kind, "Any") if isinstance(kind, str) else "Any"
 
 
+#: A structured result shows at most this many of its fields in a tool's signature.
+MAX_SHOWN_FIELDS = 12
+
+
+def _fields_text(schema: object) -> str:
+    """An object schema with named properties as ``{city: str, population: int}`` (its
+    first :data:`MAX_SHOWN_FIELDS` fields, then ``...``); ``""`` for any other schema."""
+    if not isinstance(schema, Mapping) or schema.get("type") != "object":
+        return ""
+    props = schema.get("properties")
+    if not isinstance(props, Mapping) or not props:
+        return ""
+    names = [str(k) for k in props]
+    shown = [f"{n}: {_type_text(props[n])}" for n in names[:MAX_SHOWN_FIELDS]]
+    if len(names) > MAX_SHOWN_FIELDS:
+        shown.append("...")
+    return "{" + ", ".join(shown) + "}"
+
+
 def schema_signature(
     name: str, schema: Mapping[str, Any], output: Mapping[str, Any] | None = None
 ) -> str:
     """A tool's call signature as the planner sees it, from the JSON Schema of its arguments
     (and of its result): ``search(query: str, limit: int = 5) -> list[str]``.  An argument the
     schema does not require and gives no default for is shown as ``= None`` (it may be left
-    out), so the planner never takes an optional argument for a required one."""
+    out), so the planner never takes an optional argument for a required one.  A result that
+    is an object with named properties shows them (``-> {city: str, population: int}``), so
+    a plan can select one of them (``$1.city``)."""
     required = schema.get("required")
     needed = set(required) if isinstance(required, list) else set()
     params = []
@@ -825,7 +864,7 @@ def schema_signature(
         params.append(text)
     head = f"{name}({', '.join(params)})"
     if output is not None:
-        head += f" -> {_type_text(output)}"
+        head += f" -> {_fields_text(output) or _type_text(output)}"
     return head
 
 
