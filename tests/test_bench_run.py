@@ -272,7 +272,7 @@ def test_cli_sample_and_system_choose_questions_and_systems(
     assert {r["system"] for r in runs} == {"dagcall"}
     hotpot = [r["question_id"] for r in runs if r["workload"] == "hotpotqa"]
     assert len(hotpot) == 3
-    assert len([r for r in runs if r["workload"] == "toolworld"]) == 31  # all of Toolworld
+    assert len([r for r in runs if r["workload"] == "toolworld"]) == 45  # all of Toolworld
     capsys.readouterr()
     main([*args, "--time-scale", "0.005", "--out", str(tmp_path / "again")])
     again = json.loads((tmp_path / "again" / "runs.json").read_text())
@@ -289,3 +289,12 @@ def test_the_cli_offers_exactly_the_benchmarks_workloads() -> None:
     option = next(p for p in bench.params if p.name == "workloads")
     assert isinstance(option.type, click.Choice)
     assert list(option.type.choices) == [*DATASET_WORKLOADS, *GENERATED_WORKLOADS]
+
+
+def test_cli_world_runs_only_the_chosen_toolworld_world(tmp_path: Path) -> None:
+    args = ["bench", "-w", "toolworld", "--world", "depot", "--system", "dagcall"]
+    assert main([*args, "--time-scale", "0.002", "--out", str(tmp_path)]) == 0
+    runs = json.loads((tmp_path / "runs.json").read_text())
+    ids = [r["question_id"] for r in runs]
+    assert ids == [f"depot/d{i:02d}" for i in range(1, 15)]
+    assert all(r["correct"] for r in runs)

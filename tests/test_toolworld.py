@@ -15,8 +15,13 @@ from dagcall.bench import BenchConfig
 from dagcall.bench._toolworld import (
     ARTICLES,
     CITIES,
+    DELIVERY,
     PLANETS,
+    PRODUCTS,
     STARS,
+    STOCK,
+    SUPPLIERS,
+    WAREHOUSES,
     ToolworldQuestion,
     parallel_turns,
     react_steps,
@@ -54,14 +59,16 @@ def call(world: str, name: str, **arguments: Any) -> Any:
 # -- the worlds and their tools ----------------------------------------------------------
 def test_the_worlds_have_enough_unique_questions_of_every_shape() -> None:
     atlas, orbit = toolworld_questions("atlas"), toolworld_questions("orbit")
+    depot = toolworld_questions("depot")
     assert len(atlas) >= 14
     assert len(orbit) >= 12
-    assert toolworld_questions() == [*atlas, *orbit]
+    assert len(depot) >= 12
+    assert toolworld_questions() == [*atlas, *orbit, *depot]
     ids = [q.key for q in toolworld_questions()]
     assert len(set(ids)) == len(ids)
     assert len({q.id for q in toolworld_questions()}) == len(ids)
     assert {q.shape for q in toolworld_questions()} >= SHAPES
-    for world in (atlas, orbit):  # each world has numbers, names and yes/no
+    for world in (atlas, orbit, depot):  # each world has numbers, names and yes/no
         assert {q.kind for q in world} == {"number", "name", "yesno"}
     assert any(len(q.rounds) == 2 for q in atlas)  # an encyclopedia hop, then a look-up
     with pytest.raises(ValueError, match="unknown toolworld world"):
@@ -86,24 +93,45 @@ def test_the_worlds_use_different_tools_and_argument_names() -> None:
         "star_temperature",
         "calculator",
     }
-    assert set(atlas) & set(orbit) == {"calculator"}
-    for t in [*atlas.values(), *orbit.values()]:
+    depot = {t.name: t for t in toolworld_tools("depot")}
+    assert set(depot) == {
+        "unit_price",
+        "stock_count",
+        "product_details",
+        "supplier_town",
+        "delivery_days",
+        "calculator",
+    }
+    assert set(atlas) & set(orbit) == set(atlas) & set(depot) == {"calculator"}
+    assert set(orbit) & set(depot) == {"calculator"}
+    for t in [*atlas.values(), *orbit.values(), *depot.values()]:
         assert t.description, t.name
         assert t.render().startswith(t.name)
     assert "(city: str)" in atlas["city_population"].render()
     assert "(planet: str)" in orbit["host_star"].render()
     assert "(star: str)" in orbit["star_temperature"].render()
+    # depot: two-argument look-ups, and a look-up whose result is a record
+    assert "(product: str, currency: str)" in depot["unit_price"].render()
+    assert "(warehouse: str, town: str)" in depot["delivery_days"].render()
+    assert any(len(q.rounds[0]) > 1 and "$1." in q.calls[1] for q in toolworld_questions("depot"))
 
 
 def test_names_are_invented_and_answers_are_names_of_the_world() -> None:
     real = {"paris", "london", "mars", "earth", "jupiter", "venus", "sun", "sirius", "vega"}
     names = {n.casefold() for n in [*CITIES, *ARTICLES, *PLANETS, *STARS]}
+    names |= {n.casefold() for n in [*PRODUCTS, *WAREHOUSES, *SUPPLIERS, *DELIVERY]}
     assert not names & real
+    entities: dict[str, list[str]] = {
+        "atlas": list(CITIES),
+        "orbit": list(PLANETS),
+        "depot": [*PRODUCTS, *WAREHOUSES],
+    }
     for q in toolworld_questions():
-        if q.kind == "name":
+        if q.kind == "name" and q.among:
             assert q.gold in q.among
-            table = CITIES if q.world == "atlas" else PLANETS
-            assert q.gold in table
+            assert q.gold in entities[q.world]
+        elif q.kind == "name":  # a hop's result: a town
+            assert q.gold in DELIVERY
         elif q.kind == "yesno":
             assert q.gold in ("yes", "no")
         else:
@@ -122,6 +150,17 @@ def test_lookups_accept_bare_names_in_any_case_with_quotes_and_spaces() -> None:
     assert call("orbit", "star_temperature", star="Teyvar") == 5400
     assert call("orbit", "moon_count", planet="Ostrel") == 0
     assert call("orbit", "orbital_period", planet="Talluk") == 730
+    assert call("depot", "unit_price", product="tesk kettle", currency="florin") == 23.75
+    assert call("depot", "unit_price", product="Tesk kettle", currency="Crowns") == 9.5
+    assert call("depot", "stock_count", product=" Morrow rope", warehouse="EASTBRIDGE") == 410
+    assert call("depot", "product_details", product="Ulna blanket") == {
+        "product": "Ulna blanket",
+        "supplier": "Dallow Mills",
+        "weight_kg": 1.9,
+        "category": "bedding",
+    }
+    assert call("depot", "supplier_town", supplier="'Pym Cordage'") == "Cardell"
+    assert call("depot", "delivery_days", warehouse="Southmoor", town="telsby") == 4
 
 
 @pytest.mark.parametrize(
@@ -139,6 +178,31 @@ def test_lookups_accept_bare_names_in_any_case_with_quotes_and_spaces() -> None:
         ("orbit", "planet_mass", {"planet": "the planet Quen"}, "bare planet name such as 'Quen'"),
         ("orbit", "moon_count", {"planet": "Teyvar"}, "unknown planet 'Teyvar'"),
         ("orbit", "star_temperature", {"star": "Quen"}, "bare star name such as 'Teyvar'"),
+        (
+            "depot",
+            "unit_price",
+            {"product": "Tesk kettle", "currency": "dollar"},
+            "unknown currency 'dollar'; pass 'crown' or 'florin'",
+        ),
+        (
+            "depot",
+            "unit_price",
+            {"product": "kettle", "currency": "crown"},
+            "bare product name such as 'Tesk kettle'",
+        ),
+        (
+            "depot",
+            "stock_count",
+            {"product": "Morrow rope", "warehouse": "Northgate warehouse"},
+            "bare warehouse name such as 'Northgate'",
+        ),
+        ("depot", "supplier_town", {"supplier": "Carrow"}, "such as 'Ingle Works'"),
+        (
+            "depot",
+            "delivery_days",
+            {"warehouse": "Northgate", "town": "the town of Telsby"},
+            "bare town name such as 'Telsby'",
+        ),
     ],
 )
 def test_strict_lookups_refuse_anything_but_a_name_with_a_hint(
@@ -175,8 +239,45 @@ def _compiled(question: ToolworldQuestion) -> Any:
     return run
 
 
+def _depot_value(call: str, outputs: dict[int, Any]) -> Any:
+    """A depot call's value straight from the tables (its ``$N`` arguments read from
+    ``outputs``: a field, or the whole result)."""
+    tool, raw = call.split("(", 1)
+    args: list[Any] = []
+    for arg in re.findall(r'"([^"]*)"', raw):
+        ref = re.fullmatch(r"\$(\d+)(?:\.(\w+))?", arg)
+        if ref:
+            value = outputs[int(ref.group(1))]
+            args.append(value[ref.group(2)] if ref.group(2) else value)
+        else:
+            args.append(arg)
+    if tool == "unit_price":
+        return PRODUCTS[args[0]][0] * (2.5 if args[1] == "florin" else 1.0)
+    if tool == "stock_count":
+        return STOCK[args[0]][WAREHOUSES.index(args[1])]
+    if tool == "product_details":
+        _, supplier, weight, category = PRODUCTS[args[0]]
+        return {"product": args[0], "supplier": supplier, "weight_kg": weight, "category": category}
+    if tool == "supplier_town":
+        return SUPPLIERS[args[0]]
+    if tool == "delivery_days":
+        return DELIVERY[args[1]][WAREHOUSES.index(args[0])]
+    return None  # the calculator: checked through the plan
+
+
 def _direct(question: ToolworldQuestion) -> str:
     """The gold computed straight from the tables, without any plan."""
+    if question.world == "depot":
+        outputs: dict[int, Any] = {}
+        for i, c in enumerate(question.calls, 1):
+            outputs[i] = _depot_value(c, outputs)
+        if question.rule in ("max", "min"):
+            pick = max if question.rule == "max" else min
+            return pick(question.among, key=lambda e: outputs[question.among.index(e) + 1])
+        last = outputs[len(outputs)]
+        if question.rule != "value" or last is None:
+            return ""
+        return str(last[question.field] if question.field else last)
     pop = {c: v[0] for c, v in CITIES.items()}
     elev = {c: v[1] for c, v in CITIES.items()}
     year = {c: v[2] for c, v in CITIES.items()}
@@ -214,7 +315,8 @@ def test_reference_plan_runs_and_gives_the_gold(question: ToolworldQuestion) -> 
     derived = reference_answer(question, outputs)
     assert score_toolworld(derived, question.gold, question.kind), (derived, question.gold)
     if question.kind == "number":
-        last = float(outputs[max(outputs)])
+        final = outputs[max(outputs)]
+        last = float(final[question.field] if question.field else final)
         assert abs(last - float(question.gold)) <= 1e-3 * max(1.0, abs(last))
     direct = _direct(question)
     if direct:
@@ -332,7 +434,7 @@ def test_run_toolworld_simulated_gives_correct_records_for_every_system() -> Non
     records = asyncio.run(run_toolworld(config))
     expected = [
         (f"{world}/{q.id}", system)
-        for world in ("atlas", "orbit")
+        for world in ("atlas", "orbit", "depot")
         for q in toolworld_questions(world)[:2]
         for system in ("react", "parallel-fc", "dagcall")
     ]
@@ -367,3 +469,21 @@ def test_run_toolworld_two_round_questions_and_world_selection() -> None:
         assert len(run.rounds) == 2
     with pytest.raises(ValueError, match="unknown toolworld world"):
         asyncio.run(run_toolworld(config, worlds=("earth",)))
+
+
+def test_depot_runs_every_system_right_with_record_fields_resolved() -> None:
+    # config.worlds (the CLI's --world) chooses the world when run_toolworld is not told
+    config = BenchConfig(time_scale=0.001, worlds=("depot",))
+    records = asyncio.run(run_toolworld(config))
+    assert {r.question_id.split("/")[0] for r in records} == {"depot"}
+    assert len(records) == 3 * len(toolworld_questions("depot"))
+    assert all(r.correct and r.error is None for r in records), [
+        (r.question_id, r.system, r.answer) for r in records if not r.correct
+    ]
+    chain = next(q for q in toolworld_questions("depot") if q.shape == "two-hop chain")
+    run = asyncio.run(reference_run(chain))
+    steps = "\n".join(react_steps(chain, run))
+    assert 'supplier_town("Carrow Brothers")' in steps  # $1.supplier, resolved
+    assert 'delivery_days("Northgate", "Dunmarrow")' in steps
+    turns = [json.loads(t) for t in parallel_turns(chain, run)]
+    assert [len(t.get("tool_calls", [])) for t in turns] == [1, 1, 1, 0]

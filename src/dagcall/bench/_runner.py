@@ -73,6 +73,8 @@ class BenchConfig:
     example_bank: bool = True
     #: dagcall's answer checks (``Compiler(check_answers=...)``).
     check_answers: bool = True
+    #: Toolworld's worlds to run (``--world``); empty: every world.
+    worlds: Sequence[str] = ()
     _endpoint: PrefixCache | None = field(default=None, repr=False, compare=False)
 
     def endpoint_cache(self) -> PrefixCache | None:

@@ -6,7 +6,7 @@ measures the other case: can a (small, local) model answer right when both the t
 facts are new to it?  Every entity is invented, so an answer is right only when it comes
 from the tools, and the systems run with their default prompts (no workload examples).
 
-Two worlds, each a few data tables with strict look-up tools over them:
+Three worlds, each a few data tables with strict look-up tools over them:
 
 * **atlas** (the dev set) - six cities of two invented countries:
   ``city_population(city)``, ``city_elevation(city)`` (metres), ``city_founded(city)`` (the
@@ -17,6 +17,12 @@ Two worlds, each a few data tables with strict look-up tools over them:
   ``planet_mass(planet)`` (Earth masses), ``orbital_period(planet)`` (days),
   ``moon_count(planet)``, ``host_star(planet)`` (the star's name), ``star_temperature(star)``
   (kelvin), and the same ``calculator``.
+* **depot** (held out: look-ups of two arguments, and a record) - a trading house's five
+  products, three warehouses, four suppliers and their towns: ``unit_price(product,
+  currency)`` (crowns or florins), ``stock_count(product, warehouse)``,
+  ``product_details(product)`` (a dict: supplier, ``weight_kg``, category),
+  ``supplier_town(supplier)``, ``delivery_days(warehouse, town)``, and the ``calculator``.
+  Its chains go through a field of the record (``supplier_town("$1.supplier")``).
 
 A look-up takes the bare entity name (any case; surrounding spaces and quotes ignored) and
 otherwise raises :class:`~dagcall.ToolError` naming one example of a valid argument, so a
@@ -45,7 +51,7 @@ import json
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 from dagcall import (
     BaseTool,
@@ -78,7 +84,7 @@ __all__ = [
     "toolworld_tools",
 ]
 
-TOOLWORLD_WORLDS = ("atlas", "orbit")
+TOOLWORLD_WORLDS = ("atlas", "orbit", "depot")
 REACT_MAX_STEPS = 12
 AnswerKind = Literal["number", "name", "yesno"]
 
@@ -143,8 +149,100 @@ PLANETS: dict[str, tuple[float, float, int, str]] = {
 #: star -> surface temperature in kelvin
 STARS: dict[str, int] = {"Teyvar": 5400, "Ossuin": 3900, "Brannoch": 7200}
 
-#: Every entity name of both worlds (a name answer must name only the gold among them).
-ENTITIES: tuple[str, ...] = tuple(dict.fromkeys([*CITIES, *ARTICLES, *PLANETS, *STARS]).keys())
+# -- depot: a trading house's products, warehouses, suppliers and deliveries --------------
+#: product -> (price of one unit in crowns, supplier, weight in kg, category)
+PRODUCTS: dict[str, tuple[float, str, float, str]] = {
+    "Halloway lamp": (14.0, "Ingle Works", 2.4, "lighting"),
+    "Tesk kettle": (9.5, "Carrow Brothers", 1.6, "kitchen"),
+    "Morrow rope": (6.0, "Pym Cordage", 3.5, "rigging"),
+    "Fenwick stove": (120.0, "Carrow Brothers", 38.0, "kitchen"),
+    "Ulna blanket": (22.5, "Dallow Mills", 1.9, "bedding"),
+}
+#: currency -> how many of it one crown buys
+CURRENCIES: dict[str, float] = {"crown": 1.0, "florin": 2.5}
+WAREHOUSES: tuple[str, ...] = ("Northgate", "Southmoor", "Eastbridge")
+#: product -> units in stock at each warehouse, in the order of WAREHOUSES
+STOCK: dict[str, tuple[int, int, int]] = {
+    "Halloway lamp": (140, 65, 210),
+    "Tesk kettle": (80, 120, 35),
+    "Morrow rope": (300, 45, 410),
+    "Fenwick stove": (12, 28, 7),
+    "Ulna blanket": (90, 150, 60),
+}
+#: supplier -> the town it is based in
+SUPPLIERS: dict[str, str] = {
+    "Ingle Works": "Telsby",
+    "Carrow Brothers": "Dunmarrow",
+    "Pym Cordage": "Cardell",
+    "Dallow Mills": "Wexmoor",
+}
+#: town -> delivery days from each warehouse, in the order of WAREHOUSES
+DELIVERY: dict[str, tuple[int, int, int]] = {
+    "Telsby": (2, 4, 7),
+    "Dunmarrow": (5, 2, 4),
+    "Cardell": (3, 6, 1),
+    "Wexmoor": (6, 3, 5),
+}
+
+
+def _product(product: str) -> str:
+    return _find(PRODUCTS, product, "product", "Tesk kettle")
+
+
+def _warehouse(warehouse: str) -> int:
+    return WAREHOUSES.index(_find(dict.fromkeys(WAREHOUSES), warehouse, "warehouse", "Northgate"))
+
+
+async def unit_price(product: str, currency: str) -> float:
+    """The price of one unit of a product in a currency ("crown" or "florin"), given the bare
+    product name (e.g. "Tesk kettle")."""
+    key = _bare(currency).removesuffix("s")
+    if key not in CURRENCIES:
+        raise ToolError(f"unknown currency {currency!r}; pass 'crown' or 'florin'")
+    return round(PRODUCTS[_product(product)][0] * CURRENCIES[key], 2)
+
+
+async def stock_count(product: str, warehouse: str) -> int:
+    """How many units of a product one warehouse holds, given the bare product and warehouse
+    names (warehouses: Northgate, Southmoor, Eastbridge)."""
+    return STOCK[_product(product)][_warehouse(warehouse)]
+
+
+class ProductRecord(TypedDict):
+    """What :func:`product_details` returns (the planner sees its fields)."""
+
+    product: str
+    supplier: str
+    weight_kg: float
+    category: str
+
+
+async def product_details(product: str) -> ProductRecord:
+    """A product's record: its supplier, its weight in kg and its category, given the bare
+    product name."""
+    name = _product(product)
+    _, supplier, weight, category = PRODUCTS[name]
+    return {"product": name, "supplier": supplier, "weight_kg": weight, "category": category}
+
+
+async def supplier_town(supplier: str) -> str:
+    """The town a supplier is based in, given the supplier's name (e.g. "Ingle Works")."""
+    return SUPPLIERS[_find(SUPPLIERS, supplier, "supplier", "Ingle Works")]
+
+
+async def delivery_days(warehouse: str, town: str) -> int:
+    """How many days a delivery from a warehouse to a town takes, given the bare warehouse
+    and town names."""
+    days = DELIVERY[_find(DELIVERY, town, "town", "Telsby")]
+    return days[_warehouse(warehouse)]
+
+
+#: Every entity name of the worlds (a name answer must name only the gold among them).
+ENTITIES: tuple[str, ...] = tuple(
+    dict.fromkeys(
+        [*CITIES, *ARTICLES, *PLANETS, *STARS, *PRODUCTS, *WAREHOUSES, *SUPPLIERS, *DELIVERY]
+    ).keys()
+)
 
 
 def _bare(text: str) -> str:
@@ -224,6 +322,7 @@ async def star_temperature(star: str) -> int:
 _LOOKUPS: dict[str, tuple[Callable[..., Awaitable[Any]], ...]] = {
     "atlas": (city_population, city_elevation, city_founded, encyclopedia),
     "orbit": (planet_mass, orbital_period, moon_count, host_star, star_temperature),
+    "depot": (unit_price, stock_count, product_details, supplier_town, delivery_days),
 }
 
 
@@ -257,6 +356,8 @@ class ToolworldQuestion:
     rounds: tuple[tuple[str, ...], ...]
     rule: Literal["value", "max", "min", "more", "less"] = "value"
     among: tuple[str, ...] = ()
+    #: With ``rule="value"``: the answer is this key of the last task's (dict) output.
+    field: str = ""
 
     @property
     def key(self) -> str:
@@ -283,8 +384,9 @@ def _q(
     *rounds: tuple[str, ...],
     rule: Literal["value", "max", "min", "more", "less"] = "value",
     among: tuple[str, ...] = (),
+    field: str = "",
 ) -> ToolworldQuestion:
-    return ToolworldQuestion(world, qid, shape, question, gold, kind, rounds, rule, among)
+    return ToolworldQuestion(world, qid, shape, question, gold, kind, rounds, rule, among, field)
 
 
 def _pop(c: str) -> str:
@@ -303,7 +405,19 @@ def _calc(expression: str) -> str:
     return f'calculator("{expression}")'
 
 
-_AT, _OR = "atlas", "orbit"
+def _price(product: str, currency: str = "crown") -> str:
+    return f'unit_price("{product}", "{currency}")'
+
+
+def _stock(product: str, warehouse: str) -> str:
+    return f'stock_count("{product}", "{warehouse}")'
+
+
+def _days(warehouse: str, town: str) -> str:
+    return f'delivery_days("{warehouse}", "{town}")'
+
+
+_AT, _OR, _DE = "atlas", "orbit", "depot"
 QUESTIONS: tuple[ToolworldQuestion, ...] = (
     # -- atlas ----------------------------------------------------------------------------
     _q(_AT, "a01", "sum", "What is the combined population of Varnholt and Quillmere?",
@@ -399,6 +513,52 @@ QUESTIONS: tuple[ToolworldQuestion, ...] = (
     _q(_OR, "o14", "difference (smaller)", "How many fewer moons does Morvane have than "
        "Talluk?", "4", "number",
        ('moon_count("Morvane")', 'moon_count("Talluk")', _calc("$2 - $1"))),
+    # -- depot: two-argument look-ups and a structured record -----------------------------
+    _q(_DE, "d01", "sum", "How many Halloway lamps are in stock at Northgate and Southmoor "
+       "together?", "205", "number",
+       (_stock("Halloway lamp", "Northgate"), _stock("Halloway lamp", "Southmoor"),
+        _calc("$1 + $2"))),
+    _q(_DE, "d02", "product", "What do 4 Tesk kettles cost in florins?", "95", "number",
+       (_price("Tesk kettle", "florin"), _calc("$1 * 4"))),
+    _q(_DE, "d03", "comparison (name)", "Which warehouse holds more Morrow rope, Northgate or "
+       "Eastbridge?", "Eastbridge", "name",
+       (_stock("Morrow rope", "Northgate"), _stock("Morrow rope", "Eastbridge")),
+       rule="max", among=("Northgate", "Eastbridge")),
+    _q(_DE, "d04", "difference", "How many crowns more does a Fenwick stove cost than a "
+       "Halloway lamp?", "106", "number",
+       (_price("Fenwick stove"), _price("Halloway lamp"), _calc("$1 - $2"))),
+    _q(_DE, "d05", "field", "How much does a Tesk kettle weigh, in kilograms?", "1.6",
+       "number", ('product_details("Tesk kettle")',), field="weight_kg"),
+    _q(_DE, "d06", "field arithmetic", "What is the total weight, in kilograms, of 3 Fenwick "
+       "stoves?", "114", "number",
+       ('product_details("Fenwick stove")', _calc("$1.weight_kg * 3"))),
+    _q(_DE, "d07", "two-hop (field)", "In which town is the supplier of the Ulna blanket "
+       "based?", "Wexmoor", "name",
+       ('product_details("Ulna blanket")', 'supplier_town("$1.supplier")')),
+    _q(_DE, "d08", "yes/no", "Is a Morrow rope cheaper than a Tesk kettle, in crowns?", "yes",
+       "yesno", (_price("Morrow rope"), _price("Tesk kettle")), rule="less"),
+    _q(_DE, "d09", "extreme (min)", "Which costs least in florins: the Halloway lamp, the Tesk "
+       "kettle or the Ulna blanket?", "Tesk kettle", "name",
+       (_price("Halloway lamp", "florin"), _price("Tesk kettle", "florin"),
+        _price("Ulna blanket", "florin")),
+       rule="min", among=("Halloway lamp", "Tesk kettle", "Ulna blanket")),
+    _q(_DE, "d10", "look-up", "How many days does a delivery from Southmoor to Telsby take?",
+       "4", "number", (_days("Southmoor", "Telsby"),)),
+    _q(_DE, "d11", "extreme (min)", "Which warehouse delivers to Cardell fastest: Northgate, "
+       "Southmoor or Eastbridge?", "Eastbridge", "name",
+       (_days("Northgate", "Cardell"), _days("Southmoor", "Cardell"),
+        _days("Eastbridge", "Cardell")),
+       rule="min", among=("Northgate", "Southmoor", "Eastbridge")),
+    _q(_DE, "d12", "difference", "How many days longer does a delivery to Wexmoor take from "
+       "Northgate than from Southmoor?", "3", "number",
+       (_days("Northgate", "Wexmoor"), _days("Southmoor", "Wexmoor"), _calc("$1 - $2"))),
+    _q(_DE, "d13", "product", "What is the value in crowns of all the Fenwick stoves in stock "
+       "at Southmoor?", "3360", "number",
+       (_stock("Fenwick stove", "Southmoor"), _price("Fenwick stove"), _calc("$1 * $2"))),
+    _q(_DE, "d14", "two-hop chain", "How many days does a delivery from Northgate to the town "
+       "of the Tesk kettle's supplier take?", "5", "number",
+       ('product_details("Tesk kettle")', 'supplier_town("$1.supplier")',
+        'delivery_days("Northgate", "$2")')),
 )  # fmt: skip
 
 
@@ -412,7 +572,8 @@ def toolworld_questions(world: str | None = None) -> list[ToolworldQuestion]:
 def reference_answer(question: ToolworldQuestion, outputs: Mapping[int, Any]) -> str:
     """The answer ``question.rule`` gives for these task outputs (``{task id: output}``)."""
     if question.rule == "value":
-        return answer_text(outputs[max(outputs)])
+        last = outputs[max(outputs)]
+        return answer_text(last[question.field] if question.field else last)
     if question.rule in ("max", "min"):
         values = {name: float(outputs[i]) for i, name in enumerate(question.among, 1)}
         pick = max if question.rule == "max" else min
@@ -620,11 +781,13 @@ def build_toolworld_runner(
 
 
 async def run_toolworld(
-    config: BenchConfig, *, worlds: Sequence[str] = TOOLWORLD_WORLDS
+    config: BenchConfig, *, worlds: Sequence[str] | None = None
 ) -> list[BenchRecord]:
-    """Every question of ``worlds`` (the first ``config.limit`` of each) with every system of
-    ``config.systems``, ``config.concurrency`` runs at a time, the systems interleaved per
-    question; records in question order, then system order."""
+    """Every question of ``worlds`` (default ``config.worlds``, or every world when that is
+    empty; the first ``config.limit`` of each) with every system of ``config.systems``,
+    ``config.concurrency`` runs at a time, the systems interleaved per question; records in
+    question order, then system order."""
+    worlds = worlds or config.worlds or TOOLWORLD_WORLDS
     for world in worlds:
         _check_world(world)
     questions = [

@@ -1113,6 +1113,13 @@ def loadtest(
     "and reuses them on the second.",
 )
 @click.option(
+    "--world",
+    "worlds",
+    multiple=True,
+    type=click.Choice(["atlas", "orbit", "depot"]),
+    help="Toolworld: run only this world (repeatable; default: all three).",
+)
+@click.option(
     "--example-bank/--builtin-example",
     default=True,
     show_default=True,
@@ -1148,6 +1155,7 @@ def bench(
     opts: tuple[str, ...],
     prefix_cache: bool,
     plan_cache: bool,
+    worlds: tuple[str, ...],
     example_bank: bool,
     answer_checks: bool,
     ray_address: str | None,
@@ -1209,6 +1217,7 @@ def bench(
     config.ray = ray_address
     config.plan_cache = plan_cache
     config.example_bank = example_bank
+    config.worlds = tuple(dict.fromkeys(worlds))
     config.check_answers = answer_checks
     err = _stderr()
     done = [0]
