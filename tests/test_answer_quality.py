@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, TypedDict
+
 import pytest
 
 from dagcall import Compiler, ExampleBank, StopReason, TaskStatus, ToolError, tool
@@ -143,6 +145,99 @@ def test_the_compiler_puts_the_chosen_examples_in_the_planner_prompt() -> None:
     other = compiler.planner_messages("What is the average population of the towns?")[0]
     assert "/ 3" in other.content
     assert 'calculator("$2 - $1")' not in other.content
+
+
+class Shipment(TypedDict):
+    carrier: str
+    weight_kg: float
+
+
+@tool
+def shipment(order: str) -> Shipment:
+    """An order's shipment record."""
+    return {"carrier": "Ostline", "weight_kg": 4.5}
+
+
+@tool
+def carrier_rating(carrier: str) -> float:
+    """A carrier's rating out of 5."""
+    return 4.2
+
+
+@tool
+def fare(route: str, fare_class: str) -> float:
+    """The fare of a route in a fare class ("economy" or "first")."""
+    return 120.0
+
+
+@tool
+def delivery_days(depot: str, town: str) -> int:
+    """How many days a delivery from a depot to a town takes."""
+    return 3
+
+
+RECORD_TOOLS = [shipment, carrier_rating, fare, delivery_days, calculator]
+
+
+def _parses(text: str, tools: list[Any]) -> None:
+    for plan in plans_of(text):
+        items, parser = parse_plan(plan, {t.name for t in tools})
+        assert parser.finished, plan
+        assert all(hasattr(i, "tool") for i in items), plan
+
+
+def test_a_lookup_of_two_arguments_is_cast_with_its_other_argument_made_up() -> None:
+    text = ExampleBank().examples("What is the combined fare of the routes A and B?", RECORD_TOOLS)
+    assert text is not None
+    first = plans_of(text)[0]
+    assert 'fare("Amber", "Elm")' in first
+    assert 'calculator("$1 + $2 + $3")' in first
+    assert "(fare class Elm)?" in text.split("Question: ")[1].splitlines()[0]
+    _parses(text, RECORD_TOOLS)
+
+
+def test_the_lookup_is_chosen_by_its_name_first_and_word_forms_count() -> None:
+    # "delivers" is a form of "delivery": the tool named for it wins over a fuller description
+    bank = ExampleBank()
+    text = bank.examples("Which depot delivers to Telsby fastest, North or South?", RECORD_TOOLS)
+    assert text is not None
+    assert "delivery_days(" in plans_of(text)[0]
+
+
+def test_a_record_is_never_cast_as_a_number_and_its_fields_drive_the_examples() -> None:
+    bank = ExampleBank()
+    # the question names a field that another tool takes: a chain through $1.carrier
+    text = bank.examples("What is the rating of the carrier of order 17?", RECORD_TOOLS)
+    assert text is not None
+    first = plans_of(text)[0]
+    assert 'shipment("Amber")\n' in first
+    assert 'carrier_rating("$1.carrier")' in first
+    # a number field in arithmetic: $1.weight_kg (and "weighs" is a form of "weight")
+    text = bank.examples("How much do 3 of order 17's parcels weigh in all?", RECORD_TOOLS)
+    assert text is not None
+    assert 'calculator("$1.weight_kg * 3")' in plans_of(text)[0]
+    _parses(text, RECORD_TOOLS)
+    # a question about no field: the record tool is not summed or compared as a number
+    text = bank.examples("How much larger is A's fare than B's?", RECORD_TOOLS)
+    assert text is not None
+    assert "shipment(" not in text
+    only_records = [shipment, calculator]
+    assert bank.examples("How much larger is A than B?", only_records) is None
+
+
+def test_a_count_of_things_gets_the_multiple_pattern() -> None:
+    bank = ExampleBank()
+    assert bank.patterns("What do 4 first-class fares on route A cost?")[0] == "times"
+    assert "times" in bank.patterns("What is the total weight of 3 parcels?")
+    for question in (
+        "What was the fare in 2019?",
+        "If the fare rose by 10%, what would it be?",
+        "How many times larger is A than B?",
+    ):
+        assert "times" not in bank.patterns(question), question
+    text = bank.examples("What do 4 economy fares on route A cost?", RECORD_TOOLS)
+    assert text is not None
+    assert 'calculator("$1 * 4")' in plans_of(text)[0]
 
 
 def test_per_question_must_be_positive() -> None:

@@ -11,10 +11,18 @@ to a question set), written with the user's own tools: their names, their argume
 and a quantity phrase taken from each tool's name.  The entities in the examples are made up
 (``Amber``, ``Birch``, ``Cedar``), so no example is an answer.
 
-The bank needs tools it can cast in the patterns' roles: look-ups (one required text
-argument), and for arithmetic a calculator (one text argument named like ``expression``) or
-the LLM ``math`` tool (``problem`` in words, ``context``).  Tools it cannot cast get the
-built-in example instead (:meth:`ExampleBank.examples` returns ``None``).
+The bank needs tools it can cast in the patterns' roles: look-ups (required text
+arguments, the first one taking the entity; the others get made-up values the example's
+question states, ``stock_count("Amber", "Elm")`` for "... (warehouse Elm)?"), and for
+arithmetic a calculator (one text argument named like ``expression``) or the LLM ``math``
+tool (``problem`` in words, ``context``).  A look-up whose result is a record with declared
+fields (a pydantic model, dataclass, TypedDict or an MCP output schema) is never summed or
+compared as a number: when the question names one of its fields, the examples select it,
+``carrier_rating("$1.carrier")`` where another tool takes that field, or
+``calculator("$1.weight_kg * 3")`` for a number field.  Which look-up the examples use is
+the one whose name (first) and description share most words with the question, word forms
+alike ("delivers", "delivery").  Tools it cannot cast get the built-in example instead
+(:meth:`ExampleBank.examples` returns ``None``).
 """
 
 from __future__ import annotations
@@ -29,6 +37,8 @@ from ._tools import BaseTool
 __all__ = ["ExampleBank"]
 
 _NAMES = ("Amber", "Birch", "Cedar")
+_OTHERS = ("Elm", "Fir", "Oak", "Yew")  # made-up values of a look-up's other arguments
+_NUMBER_TYPES = ("int", "float")
 _EXPRESSION_ARGS = {"expression", "expr", "formula", "equation", "arithmetic", "calculation"}
 _CALC_NAMES = re.compile(r"calc|arithmetic|evaluat|compute", re.I)
 _TEXT_ARGS = {"query", "q", "topic", "text", "search", "question", "keywords", "term"}
@@ -43,7 +53,26 @@ class _Lookup:
     arg: str
     quantity: str  # "city population", from the tool's name
     numeric: bool | None  # its result: a number (True), text (False) or unknown (None)
-    words: frozenset[str]
+    words: frozenset[str]  # of its name and description
+    named: frozenset[str]  # of its name
+    #: The other required (text) arguments, filled with made-up values in the examples.
+    extra: tuple[str, ...] = ()
+    #: A structured result's fields and their types (a record, not a number or a name).
+    fields: tuple[tuple[str, str], ...] = ()
+
+    def call(self, entity: str) -> str:
+        """A call of the look-up on ``entity`` (its other arguments made up)."""
+        return _call(self.tool, entity, *_OTHERS[: len(self.extra)])
+
+    def about(self, text: str) -> str:
+        """``text`` (a question ending in ``?``) saying which made-up values the other
+        arguments take: ``... of Amber (warehouse Elm)?``."""
+        if not self.extra:
+            return text
+        given = ", ".join(
+            f"{a.replace('_', ' ')} {v}" for a, v in zip(self.extra, _OTHERS, strict=False)
+        )
+        return f"{text.rstrip('?')} ({given})?"
 
 
 @dataclass(frozen=True)
@@ -101,19 +130,38 @@ def _roles(tools: Sequence[BaseTool]) -> _Roles:
         if tool.name == "math" and "problem" in names:
             math = math or tool
             continue
-        if len(required) > 1 or not _is_text(props.get(first)):
+        args = required or [first]  # bound by position: the first arguments, in order
+        if args != names[: len(args)] or len(args) > len(_OTHERS) + 1:
             continue
-        if first.lower() in _EXPRESSION_ARGS or (_CALC_NAMES.search(tool.name) and len(names) == 1):
+        if not all(_is_text(props.get(a)) for a in args):
+            continue
+        if len(args) == 1 and (
+            first.lower() in _EXPRESSION_ARGS or (_CALC_NAMES.search(tool.name) and len(names) == 1)
+        ):
             calc = calc or tool
             continue
         numeric = _output_kind(tool)
-        if numeric is not True and (
-            first.lower() in _TEXT_ARGS or _TEXT_NAMES.search(tool.name) is not None
+        fields = tuple(tool.result_fields.items())
+        if (
+            len(args) == 1
+            and numeric is not True
+            and not fields
+            and (first.lower() in _TEXT_ARGS or _TEXT_NAMES.search(tool.name) is not None)
         ):
             text = text or tool
             continue
         described = f"{tool.name.replace('_', ' ')} {tool.description}"
-        lookups.append(_Lookup(tool, first, _quantity(tool.name), numeric, _words(described)))
+        look = _Lookup(
+            tool,
+            first,
+            _quantity(tool.name),
+            None if fields else numeric,
+            _words(described),
+            _field_words(tool.name),
+            tuple(args[1:]),
+            fields,
+        )
+        lookups.append(look)
     return _Roles(tuple(lookups), calc, math, text)
 
 
@@ -146,10 +194,10 @@ def _numeric_plan(
     thought: str,
 ) -> str | None:
     """Look-ups of ``count`` entities, then one arithmetic step over them."""
-    if look.numeric is False:
+    if look.numeric is False or look.fields:
         return None
-    lines = [f"Question: {question}"]
-    lines += [f"{i}. {_call(look.tool, _NAMES[i - 1])}" for i in range(1, count + 1)]
+    lines = [f"Question: {look.about(question)}"]
+    lines += [f"{i}. {look.call(_NAMES[i - 1])}" for i in range(1, count + 1)]
     lines.append(f"Thought: {thought}")
     refs = [f"${i}" for i in range(1, count + 1)]
     if roles.calc is not None:
@@ -165,10 +213,10 @@ def _numeric_plan(
 
 
 def _lookups_only(look: _Lookup, *, question: str, count: int, thought: str) -> str | None:
-    if look.numeric is False:  # compared results are numbers (or of unknown type)
+    if look.numeric is False or look.fields:  # compared results are numbers (or unknown)
         return None
-    lines = [f"Question: {question}"]
-    lines += [f"{i}. {_call(look.tool, _NAMES[i - 1])}" for i in range(1, count + 1)]
+    lines = [f"Question: {look.about(question)}"]
+    lines += [f"{i}. {look.call(_NAMES[i - 1])}" for i in range(1, count + 1)]
     lines.append(f"Thought: {thought}")
     lines.append(f"{count + 1}. join()")
     return "\n".join(lines)
@@ -193,7 +241,7 @@ class _Arithmetic:
             count=self.count,
             expression=self.expression,
             words=self.words,
-            thought=self.thought,
+            thought=self.thought.format(q=look.quantity),
         )
 
 
@@ -231,6 +279,13 @@ _average = _Arithmetic(
     "($1 + $2 + $3) / 3",
     "The average of $1, $2 and $3",
     "An average adds all three results and divides by how many there are.",
+)
+_times = _Arithmetic(
+    "What is the {q} of 4 Ambers?",
+    1,
+    "$1 * 4",
+    "4 times $1",
+    "$1 is the {q} of one Amber; 4 of them is 4 times that: $1 * 4.",
 )
 _percent = _Arithmetic(
     "What would the {q} of Amber be if it grew by 15%?",
@@ -270,15 +325,15 @@ def _compare(roles: _Roles, look: _Lookup, join_answer: bool) -> str | None:
 
 def _chain(roles: _Roles, look: _Lookup, join_answer: bool) -> str | None:
     """A look-up whose result names the entity the next look-up takes."""
-    namers = [x for x in roles.lookups if x.numeric is False and x is not look]
-    if not namers or look.numeric is False:
+    namers = [x for x in roles.lookups if x.numeric is False and not x.extra and x is not look]
+    if not namers or look.numeric is False or look.fields:
         return None
     namer = namers[0]
     lines = [
-        f"Question: What is the {look.quantity} of the {namer.quantity} of Amber?",
-        f"1. {_call(namer.tool, 'Amber')}",
+        f"Question: {look.about(f'What is the {look.quantity} of the {namer.quantity} of Amber?')}",
+        f"1. {namer.call('Amber')}",
         f"Thought: {namer.tool.name} gives a name; that name is what {look.tool.name} takes.",
-        f"2. {_call(look.tool, '$1')}",
+        f"2. {look.call('$1')}",
         '3. join("$2")' if join_answer else "3. join()",
     ]
     return "\n".join(lines)
@@ -289,14 +344,97 @@ def _read_first(roles: _Roles, look: _Lookup, join_answer: bool) -> str | None:
     if roles.text is None:
         return None
     search = roles.text
+    question = f"What is the {look.quantity} of Amber's neighbour?"
     lines = [
-        f"Question: What is the {look.quantity} of Amber's neighbour?",
+        f"Question: {look.about(question)}",
         f"1. {_call(search, 'Amber')}",
         "Thought: Who the neighbour is must be read from the text of $1 first, so the plan "
         f"stops here; the next plan calls {look.tool.name} with that name.",
         "2. join()",
     ]
     return "\n".join(lines)
+
+
+def _field_words(name: str) -> frozenset[str]:
+    return frozenset(w for w in _WORD.findall(name.lower().replace("_", " ")) if len(w) > 1)
+
+
+def _alike(x: str, y: str) -> bool:
+    """The same word, or two forms of one: they share all but the last letter of the
+    shorter, four letters at least ("weigh" and "weight", "delivers" and "delivery")."""
+    if x == y:
+        return True
+    shortest = min(len(x), len(y))
+    if shortest < 4:
+        return False
+    common = next((i for i, (a, b) in enumerate(zip(x, y, strict=False)) if a != b), shortest)
+    return common >= max(4, shortest - 1)
+
+
+def _same_word(a: frozenset[str], b: frozenset[str]) -> bool:
+    """Whether a word of ``a`` and a word of ``b`` are alike."""
+    return any(_alike(x, y) for x in a for y in b)
+
+
+def _matches(words: frozenset[str], other: frozenset[str]) -> int:
+    """How many of ``words`` have a like word in ``other``."""
+    return sum(1 for w in words if any(_alike(w, o) for o in other))
+
+
+def _field_chain(roles: _Roles, record: _Lookup, field: str, join_answer: bool) -> str | None:
+    """A record's field is what the next look-up takes: ``R("Amber")``, ``L("$1.field")``."""
+    words = _field_words(field)
+    takers = [
+        x
+        for x in roles.lookups
+        if x is not record and not x.fields and _same_word(words, _field_words(x.arg))
+    ]
+    if not takers or record.extra:
+        return None
+    then = takers[0]
+    named = field.replace("_", " ")
+    lines = [
+        f"Question: {then.about(f'What is the {then.quantity} of the {named} of Amber?')}",
+        f"1. {record.call('Amber')}",
+        f"Thought: {record.tool.name} gives a record; its {field} field, $1.{field}, is what "
+        f"{then.tool.name} takes.",
+        f"2. {then.call(f'$1.{field}')}",
+        '3. join("$2")' if join_answer else "3. join()",
+    ]
+    return "\n".join(lines)
+
+
+def _field_math(roles: _Roles, record: _Lookup, field: str, join_answer: bool) -> str | None:
+    """Arithmetic on a number field of a record: ``calculator("$1.field * 3")``."""
+    kind = dict(record.fields).get(field)
+    if kind not in _NUMBER_TYPES or record.extra:
+        return None
+    named = field.replace("_", " ")
+    if roles.calc is not None:
+        step = _call(roles.calc, f"$1.{field} * 3")
+    elif roles.math is not None:
+        step = f'{roles.math.name}({_quote(f"3 times the {named}")}, context=["$1.{field}"])'
+    else:
+        return None
+    lines = [
+        f"Question: What is 3 times the {named} of Amber?",
+        f"1. {record.call('Amber')}",
+        f"Thought: The {named} is the {field} field of the record: $1.{field}.",
+        f"2. {step}",
+        '3. join("$2")' if join_answer else "3. join()",
+    ]
+    return "\n".join(lines)
+
+
+def _asked_fields(question: str, roles: _Roles) -> list[tuple[_Lookup, str]]:
+    """Each (record look-up, field) whose field the question names."""
+    words = _words(question)
+    return [
+        (look, name)
+        for look in roles.lookups
+        for name, _ in look.fields
+        if _same_word(words, _field_words(name))
+    ]
 
 
 # "the X of the Y of Z", "the star that X orbits": a thing named through another; both the
@@ -328,6 +466,15 @@ _PATTERNS = (
     ),
     _Pattern("ratio", re.compile(r"how many times|\bratio\b|\btimes (?:as|the)\b", re.I), _ratio),
     _Pattern("average", re.compile(r"\baverage\b|\bmean\b", re.I), _average),
+    _Pattern(  # a count of things: "what do 4 kettles cost", "the weight of 3 stoves"
+        "times",
+        re.compile(
+            r"(?<![\d.,$%])(?<!\bin )\b(?:[2-9]|[1-9]\d{1,2})\s+(?!%|percent|per\b|times\b)"
+            r"[a-z]{3,}",
+            re.I,
+        ),
+        _times,
+    ),
     _Pattern(
         "total",
         re.compile(r"\btotal\b|\bcombined\b|\btogether\b|\bsum\b|\baltogether\b|\bin all\b", re.I),
@@ -427,7 +574,15 @@ class ExampleBank:
         wanted += [d for d in _DEFAULTS if d not in wanted]
         by_name = {p.name: p for p in _PATTERNS}
         texts: list[str] = []
+        for record, field in _asked_fields(question, roles):  # the most specific first
+            text = _field_chain(roles, record, field, join_answer) or _field_math(
+                roles, record, field, join_answer
+            )
+            if text is not None and text not in texts and len(texts) < self.per_question:
+                texts.append(text)
         for name in wanted:
+            if len(texts) == self.per_question:
+                break
             text = by_name[name].build(roles, look, join_answer)
             if text is not None and text not in texts:
                 texts.append(text)
@@ -444,10 +599,14 @@ class ExampleBank:
     @staticmethod
     def _lookup_for(question: str, roles: _Roles) -> _Lookup:
         """The look-up whose name and description share most words with the question (a
-        number look-up first when the question asks for a number)."""
+        number look-up first when the question asks for a number; a record only when there
+        is nothing else)."""
         words = _words(question)
 
         def rank(look: _Lookup) -> tuple[int, bool]:
-            return (len(words & look.words), look.numeric is True)
+            # the tool's name says what it looks up; its description may list many things
+            score = 3 * _matches(words, look.named) + _matches(words, look.words)
+            return (score, look.numeric is True)
 
-        return max(roles.lookups, key=rank)
+        plain = [look for look in roles.lookups if not look.fields]
+        return max(plain or roles.lookups, key=rank)

@@ -166,6 +166,18 @@ class BaseTool(abc.ABC):
         """The argument names, in the order positional arguments are bound to them."""
         return list(self.json_schema.get("properties", {}))
 
+    @property
+    def output_schema(self) -> dict[str, Any] | None:
+        """The JSON Schema of the tool's result, or ``None`` when it is not known."""
+        return None
+
+    @property
+    def result_fields(self) -> dict[str, str]:
+        """The named fields of the tool's structured result, each with its type as the
+        planner sees it (``{"city": "str", "population": "int"}``): what a plan may select
+        with ``$N.field``.  Empty when the result has no declared fields."""
+        return _schema_fields(self.output_schema)
+
     @abc.abstractmethod
     def render(self) -> str:
         """The tool as the planner sees it: its call signature, then its description."""
@@ -445,22 +457,23 @@ class Tool(BaseTool):
             head += f" -> {self._result_text()}"
         return head
 
-    def _result_text(self) -> str:
-        """The return type as the planner sees it: a structured result (a pydantic model,
-        dataclass or TypedDict) by its fields, so a plan can select one (``$1.city``); any
-        other type as annotated."""
-        annotation = self._hints["return"]
-        if is_typeddict(annotation):  # pydantic refuses typing.TypedDict before Python 3.12
+    @functools.cached_property
+    def result_fields(self) -> dict[str, str]:
+        """The fields of a structured result (a pydantic model, dataclass or TypedDict), each
+        with its type; empty for any other return type."""
+        annotation = self._hints.get("return")
+        if annotation is not None and is_typeddict(annotation):
+            # pydantic refuses typing.TypedDict before Python 3.12: read its annotations
             try:
-                keys = get_type_hints(annotation)
+                return {k: _annotation_text(v) for k, v in get_type_hints(annotation).items()}
             except Exception:
-                keys = {}
-            shown = [f"{k}: {_annotation_text(v)}" for k, v in keys.items()]
-            if len(shown) > MAX_SHOWN_FIELDS:
-                shown[MAX_SHOWN_FIELDS:] = ["..."]
-            if shown:
-                return "{" + ", ".join(shown) + "}"
-        return _fields_text(self.output_schema) or _annotation_text(annotation)
+                return {}
+        return _schema_fields(self.output_schema)
+
+    def _result_text(self) -> str:
+        """The return type as the planner sees it: a structured result by its fields, so a
+        plan can select one (``$1.city``); any other type as annotated."""
+        return _fields_text(self.result_fields) or _annotation_text(self._hints["return"])
 
     def _annotated_head(self) -> str:
         params = []
@@ -828,17 +841,24 @@ def _type_text(schema: object) -> str:
 MAX_SHOWN_FIELDS = 12
 
 
-def _fields_text(schema: object) -> str:
-    """An object schema with named properties as ``{city: str, population: int}`` (its
-    first :data:`MAX_SHOWN_FIELDS` fields, then ``...``); ``""`` for any other schema."""
+def _schema_fields(schema: object) -> dict[str, str]:
+    """An object schema's named properties with their types (``{"city": "str"}``); empty
+    for any other schema."""
     if not isinstance(schema, Mapping) or schema.get("type") != "object":
-        return ""
+        return {}
     props = schema.get("properties")
-    if not isinstance(props, Mapping) or not props:
+    if not isinstance(props, Mapping):
+        return {}
+    return {str(k): _type_text(v) for k, v in props.items()}
+
+
+def _fields_text(fields: Mapping[str, str]) -> str:
+    """Fields as ``{city: str, population: int}`` (the first :data:`MAX_SHOWN_FIELDS`, then
+    ``...``); ``""`` for none."""
+    if not fields:
         return ""
-    names = [str(k) for k in props]
-    shown = [f"{n}: {_type_text(props[n])}" for n in names[:MAX_SHOWN_FIELDS]]
-    if len(names) > MAX_SHOWN_FIELDS:
+    shown = [f"{n}: {t}" for n, t in list(fields.items())[:MAX_SHOWN_FIELDS]]
+    if len(fields) > MAX_SHOWN_FIELDS:
         shown.append("...")
     return "{" + ", ".join(shown) + "}"
 
@@ -864,7 +884,7 @@ def schema_signature(
         params.append(text)
     head = f"{name}({', '.join(params)})"
     if output is not None:
-        head += f" -> {_fields_text(output) or _type_text(output)}"
+        head += f" -> {_fields_text(_schema_fields(output)) or _type_text(output)}"
     return head
 
 

@@ -125,6 +125,10 @@ class SchemaTool(BaseTool):
     def parameter_names(self) -> list[str]:
         return list(self._names)
 
+    @property
+    def output_schema(self) -> dict[str, Any] | None:
+        return copy.deepcopy(self._output)
+
     def render(self) -> str:
         text = self._head
         if self.description:
