@@ -240,6 +240,31 @@ def test_a_count_of_things_gets_the_multiple_pattern() -> None:
     assert 'calculator("$1 * 4")' in plans_of(text)[0]
 
 
+def test_a_failed_call_on_a_whole_record_is_told_how_to_select_a_field() -> None:
+    plan = (
+        '1. shipment("17")\n2. calculator("$1 * 3")\n3. carrier_rating("$1")\n'
+        '4. calculator("2 *")\n5. join()\n<END_OF_PLAN>'
+    )
+    joiner = ScriptedModel(["Thought: failed.\nAction: Finish(none)"])
+    compiler = Compiler(
+        planner_model=ScriptedModel([plan]),
+        joiner_model=joiner,
+        tools=RECORD_TOOLS,
+        max_replans=0,
+        check_answers=False,
+    )
+    run = compiler.run("What do 3 of order 17's parcels weigh?")
+    spliced, whole, plain = run.tasks[1], run.tasks[2], run.tasks[3]
+    assert spliced.status is TaskStatus.FAILED
+    note = "$1 is a record with the fields carrier, weight_kg; pass one of them by selecting it"
+    assert note + ", as in $1.weight_kg" in spliced.observation  # a number field first
+    assert whole.status is TaskStatus.FAILED  # a dict where a str was wanted
+    assert note in whole.observation
+    assert plain.status is TaskStatus.FAILED
+    assert "record" not in plain.observation  # no record in its arguments, no note
+    assert "$1.weight_kg" in joiner.calls[0].messages[-1].content  # the joiner sees it
+
+
 def test_per_question_must_be_positive() -> None:
     with pytest.raises(ValueError, match="per_question"):
         ExampleBank(per_question=0)
@@ -476,8 +501,29 @@ def test_the_joiner_sees_each_tools_numbers_in_order() -> None:
     prompt = joiner.calls[0].messages[-1].content
     assert (
         'town_population results, highest first: town_population("Varnholt") = 52300, '
-        'town_population("Ostvale") = 35100, town_population("Quillmere") = 26900'
+        'town_population("Ostvale") = 35100, town_population("Quillmere") = 26900; '
+        'the lowest: town_population("Quillmere") = 26900'
     ) in prompt
+
+
+def test_the_lowest_is_named_even_when_the_order_is_cut() -> None:
+    @tool
+    def depth(lake: str) -> int:
+        """A lake's depth in metres."""
+        return 10 * int(lake.removeprefix("L"))
+
+    calls = "".join(f'{i}. depth("L{i}")\n' for i in range(1, 11))
+    joiner = ScriptedModel(["Thought: L1.\nAction: Finish(L1)"])
+    plan = ScriptedModel([calls + "11. join()\n<END_OF_PLAN>"])
+    compiler = Compiler(planner_model=plan, joiner_model=joiner, tools=[depth])
+    compiler.run("Which of the ten lakes is shallowest?")
+    line = next(
+        x for x in joiner.calls[0].messages[-1].content.splitlines() if "highest first" in x
+    )
+    assert line.count(" = ") == 9  # eight in order, then the lowest
+    assert 'depth("L3") = 30' in line
+    assert 'depth("L2")' not in line
+    assert line.endswith('; the lowest: depth("L1") = 10')
 
 
 def test_one_number_or_text_results_get_no_order() -> None:
@@ -641,3 +687,33 @@ def test_the_bank_is_the_default_and_builtin_keeps_the_one_example() -> None:
     mine = Compiler(ScriptedModel([]), TOOLS, examples="Question: mine").planner_messages(question)
     assert "Question: mine" in mine[0].content
     assert "lookup(" not in mine[0].content
+
+
+def test_the_fields_of_records_are_read_as_data_only() -> None:
+    import dataclasses
+
+    from pydantic import BaseModel
+
+    from dagcall._scheduler import _fields_of
+
+    class Parcel(BaseModel):
+        carrier: str
+        weight_kg: float
+
+    @dataclasses.dataclass
+    class Box:
+        side: int
+
+    class Hostile:
+        def __getattr__(self, name: str) -> Any:
+            raise RuntimeError("no")
+
+    assert _fields_of({"a": 1, 2: "x"}) == {"a": 1}
+    assert _fields_of(Parcel(carrier="Ostline", weight_kg=2.0)) == {
+        "carrier": "Ostline",
+        "weight_kg": 2.0,
+    }
+    assert _fields_of(Box(3)) == {"side": 3}
+    assert _fields_of(Box) == {}  # the class, not an instance
+    assert _fields_of(Hostile()) == {}
+    assert _fields_of("text") == _fields_of([1, 2]) == {}

@@ -200,7 +200,7 @@ def ranking(rounds: Sequence[Round], records: dict[int, TaskRecord]) -> str:
     """The numbers each tool returned, from highest to lowest, when a tool returned two or
     more (``city_population("B") = 52300, city_population("A") = 35100``): comparing
     numbers in text is where small models fail, and "which is highest", "is A more than
-    B" are read off this line."""
+    B" are read off this line; the lowest is named again at its end."""
     by_tool: dict[str, list[tuple[float, str]]] = {}
     for rnd in rounds:
         for task_id in rnd.task_ids:
@@ -224,7 +224,10 @@ def ranking(rounds: Sequence[Round], records: dict[int, TaskRecord]) -> str:
             continue
         ordered = sorted(by_call.items(), key=lambda kv: -kv[1])
         text = ", ".join(f"{fence_safe(call)} = {_number(v)}" for call, v in ordered[:8])
-        lines.append(f"{fence_safe(tool)} results, highest first: {text}")
+        low_call, low = ordered[-1]  # named again: "which is lowest" is read off the end,
+        # and small models take the first of a list (the end may also be cut off)
+        lowest = f"{fence_safe(low_call)} = {_number(low)}"
+        lines.append(f"{fence_safe(tool)} results, highest first: {text}; the lowest: {lowest}")
     return "\n".join(lines)
 
 

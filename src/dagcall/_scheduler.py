@@ -26,11 +26,14 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from pydantic import BaseModel
 
 from ._cache import CacheHit, CallCache, call_key
 from ._context import ToolContext, _ignore_call, _no_limit
@@ -309,6 +312,8 @@ class Scheduler:
                         _cache_put(cache, key, outcome.output, tool.cache_ttl)
             status = outcome.status if outcome.status.terminal else TaskStatus.FAILED
             record.output, record.error = outcome.output, outcome.error
+            if status is TaskStatus.FAILED and outcome.error is not None:
+                _add_note(outcome.error, self._record_note(spec))
             if status is not TaskStatus.DONE and record.error is None:
                 record.error = ToolExecutionError(
                     f"task {record.id}: the executor reported {outcome.status.value} with no error",
@@ -435,6 +440,25 @@ class Scheduler:
             return {k: self._resolve(v, record) for k, v in value.items()}
         return value
 
+    def _record_note(self, spec: TaskSpec) -> str:
+        """For a failed task that passed a whole structured result (a record with fields),
+        by itself or spliced into text: which fields it has and how to select one, so the
+        replanner can mend ``calculator("$4 * 3")`` into ``calculator("$4.weight_kg * 3")``."""
+        notes = []
+        for ref in _whole_refs([*spec.args, *spec.kwargs.values()]):
+            rec = self.records.get(ref)
+            fields = _fields_of(None if rec is None else rec.output)
+            if not fields:
+                continue
+            numbers = [f for f, v in fields.items() if type(v) in (int, float)]
+            pick = (numbers or list(fields))[0]
+            shown = ", ".join(list(fields)[:12]) + (", ..." if len(fields) > 12 else "")
+            notes.append(
+                f"${ref} is a record with the fields {shown}; pass one of them by selecting "
+                f"it, as in ${ref}{path_text((pick,))}"
+            )
+        return "; ".join(dict.fromkeys(notes))
+
     def _text(self, ref: Ref, record: TaskRecord | None = None) -> str:
         if ref.path and not self.optimize.field_access:
             return self._text(Ref(ref.task_id)) + path_text(ref.path)
@@ -488,6 +512,50 @@ class Scheduler:
 
 
 _REASON_CHARS = 300
+
+
+def _whole_refs(values: list[Any]) -> list[int]:
+    """The task ids referred to without a selection, alone or inside text, in ``values``."""
+    found: list[int] = []
+    stack = list(reversed(values))
+    while stack:
+        value = stack.pop()
+        if isinstance(value, Ref):
+            if not value.path:
+                found.append(value.task_id)
+        elif isinstance(value, Template):
+            found += [p.task_id for p in value.parts if isinstance(p, Ref) and not p.path]
+        elif isinstance(value, list | tuple):
+            stack.extend(reversed(value))
+        elif isinstance(value, dict):
+            stack.extend(reversed(list(value.values())))
+    return list(dict.fromkeys(found))
+
+
+def _fields_of(value: Any) -> dict[str, Any]:
+    """The named fields of a structured result: a dict's string keys, a pydantic model's or
+    a dataclass's fields (data only, never ``getattr`` on an arbitrary object); else ``{}``."""
+    try:
+        if type(value) is dict:
+            return {k: v for k, v in value.items() if type(k) is str}
+        if isinstance(value, BaseModel):
+            return {name: value.__dict__.get(name) for name in type(value).model_fields}
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return {f.name: value.__dict__.get(f.name) for f in dataclasses.fields(value)}
+    except Exception:
+        return {}
+    return {}
+
+
+def _add_note(error: DagcallError, note: str) -> None:
+    """Append ``note`` to a recorded error's message (an error made for this task)."""
+    try:
+        if not note or note in error.message:
+            return
+        error.message = f"{error.message} (note: {note})"
+        error.args = (error.message, *error.args[1:])
+    except Exception:  # an error that will not take it keeps its own message
+        return
 
 
 def _clip(text: str, limit: int = 160) -> str:
