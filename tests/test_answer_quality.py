@@ -265,6 +265,27 @@ def test_a_failed_call_on_a_whole_record_is_told_how_to_select_a_field() -> None
     assert "$1.weight_kg" in joiner.calls[0].messages[-1].content  # the joiner sees it
 
 
+def test_a_failed_call_that_names_itself_or_a_later_task_is_told_so() -> None:
+    plan = (
+        '1. fare("A", "economy")\n2. calculator("$1 * $2")\n3. calculator("$1 + ${4}")\n'
+        '4. calculator("$1 * 2")\n5. join()\n<END_OF_PLAN>'
+    )
+    compiler = Compiler(
+        planner_model=ScriptedModel([plan]),
+        joiner_model=ScriptedModel(["Thought: x.\nAction: Finish(x)"]),
+        tools=RECORD_TOOLS,
+        max_replans=0,
+        check_answers=False,
+    )
+    run = compiler.run("What do two economy fares on route A cost?")
+    own = run.tasks[1]
+    assert own.status is TaskStatus.FAILED
+    assert "$2 in task 2's arguments is not an earlier task, so it stayed text" in own.observation
+    assert "numbered before it" in own.observation
+    assert run.tasks[3].status is TaskStatus.DONE  # a right task gets no note
+    assert "note" not in run.tasks[3].observation
+
+
 def test_per_question_must_be_positive() -> None:
     with pytest.raises(ValueError, match="per_question"):
         ExampleBank(per_question=0)

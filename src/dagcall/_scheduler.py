@@ -28,6 +28,7 @@ import asyncio
 import copy
 import dataclasses
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -457,6 +458,14 @@ class Scheduler:
                 f"${ref} is a record with the fields {shown}; pass one of them by selecting "
                 f"it, as in ${ref}{path_text((pick,))}"
             )
+        written = _texts_refs([*spec.args, *spec.kwargs.values()])
+        later = sorted({n for n in written if n >= spec.id})
+        if later:
+            named = ", ".join(f"${n}" for n in later)
+            notes.append(
+                f"{named} in task {spec.id}'s arguments is not an earlier task, so it stayed "
+                "text: a task can use only the results of tasks numbered before it"
+            )
         return "; ".join(dict.fromkeys(notes))
 
     def _text(self, ref: Ref, record: TaskRecord | None = None) -> str:
@@ -530,6 +539,26 @@ def _whole_refs(values: list[Any]) -> list[int]:
         elif isinstance(value, dict):
             stack.extend(reversed(list(value.values())))
     return list(dict.fromkeys(found))
+
+
+_DOLLAR_NUMBER = re.compile(r"\$\{?(\d{1,6})\}?(?![\d.,])")
+
+
+def _texts_refs(values: list[Any]) -> list[int]:
+    """The numbers written as ``$N`` in the text (not references) of ``values``."""
+    found: list[int] = []
+    stack = list(values)
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            found += [int(n) for n in _DOLLAR_NUMBER.findall(value)]
+        elif isinstance(value, Template):
+            stack.extend(p for p in value.parts if isinstance(p, str))
+        elif isinstance(value, list | tuple):
+            stack.extend(value)
+        elif isinstance(value, dict):
+            stack.extend(value.values())
+    return found
 
 
 def _fields_of(value: Any) -> dict[str, Any]:
