@@ -217,6 +217,12 @@ def test_a_record_is_never_cast_as_a_number_and_its_fields_drive_the_examples() 
     assert text is not None
     assert 'calculator("$1.weight_kg * 3")' in plans_of(text)[0]
     _parses(text, RECORD_TOOLS)
+    # a field asked for as it stands: read it, no arithmetic
+    text = bank.examples("How much does the parcel of order 17 weigh?", RECORD_TOOLS)
+    assert text is not None
+    first = plans_of(text)[0]
+    assert first.startswith('1. shipment("Amber")\nThought: The answer is the weight_kg field')
+    assert "calculator(" not in first
     # a question about no field: the record tool is not summed or compared as a number
     text = bank.examples("How much larger is A's fare than B's?", RECORD_TOOLS)
     assert text is not None
@@ -233,6 +239,7 @@ def test_a_count_of_things_gets_the_multiple_pattern() -> None:
         "What was the fare in 2019?",
         "If the fare rose by 10%, what would it be?",
         "How many times larger is A than B?",
+        "How much does the parcel of order 17 weigh?",  # an identifier, not a count
     ):
         assert "times" not in bank.patterns(question), question
     text = bank.examples("What do 4 economy fares on route A cost?", RECORD_TOOLS)

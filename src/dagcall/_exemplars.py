@@ -426,6 +426,24 @@ def _field_math(roles: _Roles, record: _Lookup, field: str, join_answer: bool) -
     return "\n".join(lines)
 
 
+def _field_read(roles: _Roles, record: _Lookup, field: str, join_answer: bool) -> str | None:
+    """A question that asks for one field of a record: look it up, the joiner reads it."""
+    if record.extra:
+        return None
+    named = field.replace("_", " ")
+    lines = [
+        f"Question: What is the {named} of Amber?",
+        f"1. {record.call('Amber')}",
+        f"Thought: The answer is the {field} field of the record $1, as it stands.",
+        "2. join()",
+    ]
+    return "\n".join(lines)
+
+
+#: The patterns that do arithmetic on what they look up.
+_ARITHMETIC = frozenset({"less", "more", "ratio", "average", "times", "total", "percent"})
+
+
 def _asked_fields(question: str, roles: _Roles) -> list[tuple[_Lookup, str]]:
     """Each (record look-up, field) whose field the question names."""
     words = _words(question)
@@ -469,8 +487,8 @@ _PATTERNS = (
     _Pattern(  # a count of things: "what do 4 kettles cost", "the weight of 3 stoves"
         "times",
         re.compile(
-            r"(?<![\d.,$%])(?<!\bin )\b(?:[2-9]|[1-9]\d{1,2})\s+(?!%|percent|per\b|times\b)"
-            r"[a-z]{3,}",
+            r"\b(?:do|does|did|would|will|of|for|buy|buying|sell|selling|ship|shipping|with|"
+            r"costs?|are|is)\s+(?:[2-9]|[1-9]\d{1,2})\s+(?!%|percent|per\b|times\b)[a-z]{3,}",
             re.I,
         ),
         _times,
@@ -571,11 +589,13 @@ class ExampleBank:
             return None
         look = self._lookup_for(question, roles)
         wanted = self.patterns(question)
+        arithmetic = any(p in _ARITHMETIC or p.startswith("percent") for p in wanted)
         wanted += [d for d in _DEFAULTS if d not in wanted]
         by_name = {p.name: p for p in _PATTERNS}
         texts: list[str] = []
         for record, field in _asked_fields(question, roles):  # the most specific first
-            text = _field_chain(roles, record, field, join_answer) or _field_math(
+            reading = _field_math if arithmetic else _field_read
+            text = _field_chain(roles, record, field, join_answer) or reading(
                 roles, record, field, join_answer
             )
             if text is not None and text not in texts and len(texts) < self.per_question:
