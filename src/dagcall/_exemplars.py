@@ -329,14 +329,21 @@ def _chain(roles: _Roles, look: _Lookup, join_answer: bool) -> str | None:
     if not namers or look.numeric is False or look.fields:
         return None
     namer = namers[0]
-    lines = [
-        f"Question: {look.about(f'What is the {look.quantity} of the {namer.quantity} of Amber?')}",
-        f"1. {namer.call('Amber')}",
-        f"Thought: {namer.tool.name} gives a name; that name is what {look.tool.name} takes.",
-        f"2. {look.call('$1')}",
-        '3. join("$2")' if join_answer else "3. join()",
-    ]
-    return "\n".join(lines)
+    return _two_steps(
+        look.about(f"What is the {look.quantity} of the {namer.quantity} of Amber?"),
+        namer.call("Amber"),
+        f"{namer.tool.name} gives a name; that name is what {look.tool.name} takes.",
+        look.call("$1"),
+        join_answer,
+    )
+
+
+def _two_steps(question: str, first: str, thought: str, second: str, join_answer: bool) -> str:
+    """A worked plan of two calls, the second on the first's result, then the join."""
+    join = '3. join("$2")' if join_answer else "3. join()"
+    return "\n".join(
+        [f"Question: {question}", f"1. {first}", f"Thought: {thought}", f"2. {second}", join]
+    )
 
 
 def _read_first(roles: _Roles, look: _Lookup, join_answer: bool) -> str | None:
@@ -393,15 +400,14 @@ def _field_chain(roles: _Roles, record: _Lookup, field: str, join_answer: bool) 
         return None
     then = takers[0]
     named = field.replace("_", " ")
-    lines = [
-        f"Question: {then.about(f'What is the {then.quantity} of the {named} of Amber?')}",
-        f"1. {record.call('Amber')}",
-        f"Thought: {record.tool.name} gives a record; its {field} field, $1.{field}, is what "
+    return _two_steps(
+        then.about(f"What is the {then.quantity} of the {named} of Amber?"),
+        record.call("Amber"),
+        f"{record.tool.name} gives a record; its {field} field, $1.{field}, is what "
         f"{then.tool.name} takes.",
-        f"2. {then.call(f'$1.{field}')}",
-        '3. join("$2")' if join_answer else "3. join()",
-    ]
-    return "\n".join(lines)
+        then.call(f"$1.{field}"),
+        join_answer,
+    )
 
 
 def _field_math(roles: _Roles, record: _Lookup, field: str, join_answer: bool) -> str | None:
@@ -416,14 +422,13 @@ def _field_math(roles: _Roles, record: _Lookup, field: str, join_answer: bool) -
         step = f'{roles.math.name}({_quote(f"3 times the {named}")}, context=["$1.{field}"])'
     else:
         return None
-    lines = [
-        f"Question: What is 3 times the {named} of Amber?",
-        f"1. {record.call('Amber')}",
-        f"Thought: The {named} is the {field} field of the record: $1.{field}.",
-        f"2. {step}",
-        '3. join("$2")' if join_answer else "3. join()",
-    ]
-    return "\n".join(lines)
+    return _two_steps(
+        f"What is 3 times the {named} of Amber?",
+        record.call("Amber"),
+        f"The {named} is the {field} field of the record: $1.{field}.",
+        step,
+        join_answer,
+    )
 
 
 def _field_read(roles: _Roles, record: _Lookup, field: str, join_answer: bool) -> str | None:
