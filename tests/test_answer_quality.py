@@ -65,6 +65,7 @@ def plans_of(text: str) -> list[str]:
         ("How many fewer people live in Ostvale than in Varnholt?", "less", '"$2 - $1"'),
         ("How much smaller is Quillmere than Varnholt?", "less", '"$2 - $1"'),
         ("How many times the population of Ostvale is Varnholt's?", "ratio", '"$1 / $2"'),
+        ("How many times more people live in Varnholt than Ostvale?", "ratio", '"$1 / $2"'),
         ("What is the average population of the three towns?", "average", "/ 3"),
         ("What is the combined population of Varnholt and Ostvale?", "total", '"$1 + $2'),
         ("What would Varnholt's population be after growing by 20%?", "percent", "(1 + 0.15)"),

@@ -577,6 +577,8 @@ class ExampleBank:
     def patterns(self, question: str) -> list[str]:
         """The names of the patterns ``question``'s wording calls for, most specific first."""
         chosen = [p.name for p in _PATTERNS if p.cue.search(question)]
+        if "ratio" in chosen and "more" in chosen:
+            chosen.remove("more")  # "how many times longer": a ratio, not a difference
         if "less" in chosen and "more" in chosen:
             chosen.remove("more")  # "how many fewer ... than": the cue of "less" is the sharper
         if "percent_down" in chosen and "percent" in chosen:
