@@ -228,6 +228,15 @@ def test_a_record_is_never_cast_as_a_number_and_its_fields_drive_the_examples() 
     text = bank.examples("How much larger is A's fare than B's?", RECORD_TOOLS)
     assert text is not None
     assert "shipment(" not in text
+
+    @tool
+    def save_note(title: str, body: str) -> None:
+        """Save a note."""
+
+    assert "save_note(" not in (
+        bank.examples("What is the total of A and B?", [save_note, fare, calculator]) or ""
+    )
+    assert bank.examples("What is the total of A and B?", [save_note, calculator]) is None
     only_records = [shipment, calculator]
     assert bank.examples("How much larger is A than B?", only_records) is None
 

@@ -140,6 +140,9 @@ def _roles(tools: Sequence[BaseTool]) -> _Roles:
         ):
             calc = calc or tool
             continue
+        schema = getattr(tool, "output_schema", None)
+        if isinstance(schema, dict) and schema.get("type") == "null":
+            continue  # it returns nothing: an action, not a look-up
         numeric = _output_kind(tool)
         fields = tuple(tool.result_fields.items())
         if (
