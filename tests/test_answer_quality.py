@@ -732,7 +732,7 @@ def test_the_fields_of_records_are_read_as_data_only() -> None:
 
     from pydantic import BaseModel
 
-    from dagcall._scheduler import _fields_of
+    from dagcall._plan import record_fields
 
     class Parcel(BaseModel):
         carrier: str
@@ -746,12 +746,12 @@ def test_the_fields_of_records_are_read_as_data_only() -> None:
         def __getattr__(self, name: str) -> Any:
             raise RuntimeError("no")
 
-    assert _fields_of({"a": 1, 2: "x"}) == {"a": 1}
-    assert _fields_of(Parcel(carrier="Ostline", weight_kg=2.0)) == {
+    assert record_fields({"a": 1, 2: "x"}) == {"a": 1}
+    assert record_fields(Parcel(carrier="Ostline", weight_kg=2.0)) == {
         "carrier": "Ostline",
         "weight_kg": 2.0,
     }
-    assert _fields_of(Box(3)) == {"side": 3}
-    assert _fields_of(Box) == {}  # the class, not an instance
-    assert _fields_of(Hostile()) == {}
-    assert _fields_of("text") == _fields_of([1, 2]) == {}
+    assert record_fields(Box(3)) == {"side": 3}
+    assert record_fields(Box) == {}  # the class, not an instance
+    assert record_fields(Hostile()) == {}
+    assert record_fields("text") == record_fields([1, 2]) == {}

@@ -76,6 +76,7 @@ __all__ = [
     "Template",
     "parse_plan",
     "path_text",
+    "record_fields",
     "select",
 ]
 
@@ -804,6 +805,19 @@ def _step(value: Any, step: str | int, where: str) -> Any:
         f"{where}{shown} does not exist: {where} is a {_kind(value)}, which has no fields or "
         "items to select"
     )
+
+
+def record_fields(value: Any) -> dict[str, Any]:
+    """The named fields of a structured result that ``$N.field`` can select, with their
+    values: a dict's string keys, a pydantic model's or a dataclass's declared fields (read as
+    :func:`select` reads them); ``{}`` for anything else, or when reading them fails."""
+    try:
+        if type(value) is dict:
+            return {k: v for k, v in value.items() if type(k) is str}
+        names = _declared_fields(value)
+        return {} if names is None else {name: getattr(value, name) for name in names}
+    except Exception:
+        return {}
 
 
 def _declared_fields(value: Any) -> list[str] | None:

@@ -26,15 +26,12 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import dataclasses
 import logging
 import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
-
-from pydantic import BaseModel
 
 from ._cache import CacheHit, CallCache, call_key
 from ._context import ToolContext, _ignore_call, _no_limit
@@ -56,9 +53,9 @@ from ._executor import (
     tool_failure,
 )
 from ._optimize import LatencyEstimates, Optimizations
-from ._plan import Ref, SelectionError, TaskSpec, Template, path_text, select
+from ._plan import Ref, SelectionError, TaskSpec, Template, path_text, record_fields, select
 from ._result import LLMCall, TaskRecord, TaskStatus, observation_text
-from ._tools import Approver, BaseTool
+from ._tools import MAX_SHOWN_FIELDS, Approver, BaseTool
 
 __all__ = ["Scheduler"]
 
@@ -446,19 +443,23 @@ class Scheduler:
         by itself or spliced into text: which fields it has and how to select one, so the
         replanner can mend ``calculator("$4 * 3")`` into ``calculator("$4.weight_kg * 3")``."""
         notes = []
-        for ref in _whole_refs([*spec.args, *spec.kwargs.values()]):
+        pieces = _pieces([*spec.args, *spec.kwargs.values()])
+        whole = [p.task_id for p in pieces if isinstance(p, Ref) and not p.path]
+        for ref in dict.fromkeys(whole):
             rec = self.records.get(ref)
-            fields = _fields_of(None if rec is None else rec.output)
+            fields = record_fields(None if rec is None else rec.output)
             if not fields:
                 continue
             numbers = [f for f, v in fields.items() if type(v) in (int, float)]
             pick = (numbers or list(fields))[0]
-            shown = ", ".join(list(fields)[:12]) + (", ..." if len(fields) > 12 else "")
+            shown = ", ".join(list(fields)[:MAX_SHOWN_FIELDS])
+            if len(fields) > MAX_SHOWN_FIELDS:
+                shown += ", ..."
             notes.append(
                 f"${ref} is a record with the fields {shown}; pass one of them by selecting "
                 f"it, as in ${ref}{path_text((pick,))}"
             )
-        written = _texts_refs([*spec.args, *spec.kwargs.values()])
+        written = [int(n) for p in pieces if isinstance(p, str) for n in _DOLLAR_NUMBER.findall(p)]
         later = sorted({n for n in written if n >= spec.id})
         if later:
             named = ", ".join(f"${n}" for n in later)
@@ -523,57 +524,26 @@ class Scheduler:
 _REASON_CHARS = 300
 
 
-def _whole_refs(values: list[Any]) -> list[int]:
-    """The task ids referred to without a selection, alone or inside text, in ``values``."""
-    found: list[int] = []
+def _pieces(values: list[Any]) -> list[Ref | str]:
+    """The references and the text of ``values`` (arguments as parsed: a reference, a
+    :class:`Template` of text and references, text, or lists, tuples and dicts of them), in
+    order."""
+    found: list[Ref | str] = []
     stack = list(reversed(values))
     while stack:
         value = stack.pop()
-        if isinstance(value, Ref):
-            if not value.path:
-                found.append(value.task_id)
+        if isinstance(value, Ref | str):
+            found.append(value)
         elif isinstance(value, Template):
-            found += [p.task_id for p in value.parts if isinstance(p, Ref) and not p.path]
+            stack.extend(reversed(value.parts))
         elif isinstance(value, list | tuple):
             stack.extend(reversed(value))
         elif isinstance(value, dict):
             stack.extend(reversed(list(value.values())))
-    return list(dict.fromkeys(found))
-
-
-_DOLLAR_NUMBER = re.compile(r"\$\{?(\d{1,6})\}?(?![\d.,])")
-
-
-def _texts_refs(values: list[Any]) -> list[int]:
-    """The numbers written as ``$N`` in the text (not references) of ``values``."""
-    found: list[int] = []
-    stack = list(values)
-    while stack:
-        value = stack.pop()
-        if isinstance(value, str):
-            found += [int(n) for n in _DOLLAR_NUMBER.findall(value)]
-        elif isinstance(value, Template):
-            stack.extend(p for p in value.parts if isinstance(p, str))
-        elif isinstance(value, list | tuple):
-            stack.extend(value)
-        elif isinstance(value, dict):
-            stack.extend(value.values())
     return found
 
 
-def _fields_of(value: Any) -> dict[str, Any]:
-    """The named fields of a structured result: a dict's string keys, a pydantic model's or
-    a dataclass's fields (data only, never ``getattr`` on an arbitrary object); else ``{}``."""
-    try:
-        if type(value) is dict:
-            return {k: v for k, v in value.items() if type(k) is str}
-        if isinstance(value, BaseModel):
-            return {name: value.__dict__.get(name) for name in type(value).model_fields}
-        if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            return {f.name: value.__dict__.get(f.name) for f in dataclasses.fields(value)}
-    except Exception:
-        return {}
-    return {}
+_DOLLAR_NUMBER = re.compile(r"\$\{?(\d{1,6})\}?(?![\d.,])")
 
 
 def _add_note(error: DagcallError, note: str) -> None:
