@@ -94,8 +94,8 @@ def _is_text(prop: Any) -> bool:
     return isinstance(prop, dict) and prop.get("type") == "string"
 
 
-def _output_kind(tool: BaseTool) -> bool | None:
-    schema = getattr(tool, "output_schema", None)
+def _output_kind(schema: object) -> bool | None:
+    """A result schema's kind: a number (True), text (False) or anything else (None)."""
     if not isinstance(schema, dict):
         return None
     kind = schema.get("type")
@@ -113,8 +113,9 @@ def _quantity(name: str) -> str:
     return " ".join(words) or name
 
 
-def _words(text: str) -> frozenset[str]:
-    return frozenset(w for w in _WORD.findall(text.lower()) if len(w) > 2)
+def _words(text: str, shortest: int = 3) -> frozenset[str]:
+    """The words of ``text`` (lower case; ``_`` separates) of ``shortest`` letters or more."""
+    return frozenset(w for w in _WORD.findall(text.lower()) if len(w) >= shortest)
 
 
 def _roles(tools: Sequence[BaseTool]) -> _Roles:
@@ -140,10 +141,10 @@ def _roles(tools: Sequence[BaseTool]) -> _Roles:
         ):
             calc = calc or tool
             continue
-        schema = getattr(tool, "output_schema", None)
+        schema = tool.output_schema
         if isinstance(schema, dict) and schema.get("type") == "null":
             continue  # it returns nothing: an action, not a look-up
-        numeric = _output_kind(tool)
+        numeric = _output_kind(schema)
         fields = tuple(tool.result_fields.items())
         if (
             len(args) == 1
@@ -160,7 +161,7 @@ def _roles(tools: Sequence[BaseTool]) -> _Roles:
             _quantity(tool.name),
             None if fields else numeric,
             _words(described),
-            _field_words(tool.name),
+            _words(tool.name, 2),
             tuple(args[1:]),
             fields,
         )
@@ -365,10 +366,6 @@ def _read_first(roles: _Roles, look: _Lookup, join_answer: bool) -> str | None:
     return "\n".join(lines)
 
 
-def _field_words(name: str) -> frozenset[str]:
-    return frozenset(w for w in _WORD.findall(name.lower().replace("_", " ")) if len(w) > 1)
-
-
 def _alike(x: str, y: str) -> bool:
     """The same word, or two forms of one: they share all but the last letter of the
     shorter, four letters at least ("weigh" and "weight", "delivers" and "delivery")."""
@@ -381,11 +378,6 @@ def _alike(x: str, y: str) -> bool:
     return common >= max(4, shortest - 1)
 
 
-def _same_word(a: frozenset[str], b: frozenset[str]) -> bool:
-    """Whether a word of ``a`` and a word of ``b`` are alike."""
-    return any(_alike(x, y) for x in a for y in b)
-
-
 def _matches(words: frozenset[str], other: frozenset[str]) -> int:
     """How many of ``words`` have a like word in ``other``."""
     return sum(1 for w in words if any(_alike(w, o) for o in other))
@@ -393,11 +385,11 @@ def _matches(words: frozenset[str], other: frozenset[str]) -> int:
 
 def _field_chain(roles: _Roles, record: _Lookup, field: str, join_answer: bool) -> str | None:
     """A record's field is what the next look-up takes: ``R("Amber")``, ``L("$1.field")``."""
-    words = _field_words(field)
+    words = _words(field, 2)
     takers = [
         x
         for x in roles.lookups
-        if x is not record and not x.fields and _same_word(words, _field_words(x.arg))
+        if x is not record and not x.fields and _matches(words, _words(x.arg, 2))
     ]
     if not takers or record.extra:
         return None
@@ -449,7 +441,9 @@ def _field_read(roles: _Roles, record: _Lookup, field: str, join_answer: bool) -
 
 
 #: The patterns that do arithmetic on what they look up.
-_ARITHMETIC = frozenset({"less", "more", "ratio", "average", "times", "total", "percent"})
+_ARITHMETIC = frozenset(
+    {"less", "more", "ratio", "average", "times", "total", "percent", "percent_down"}
+)
 
 
 def _asked_fields(question: str, roles: _Roles) -> list[tuple[_Lookup, str]]:
@@ -459,7 +453,7 @@ def _asked_fields(question: str, roles: _Roles) -> list[tuple[_Lookup, str]]:
         (look, name)
         for look in roles.lookups
         for name, _ in look.fields
-        if _same_word(words, _field_words(name))
+        if _matches(words, _words(name, 2))
     ]
 
 
@@ -599,7 +593,7 @@ class ExampleBank:
             return None
         look = self._lookup_for(question, roles)
         wanted = self.patterns(question)
-        arithmetic = any(p in _ARITHMETIC or p.startswith("percent") for p in wanted)
+        arithmetic = not _ARITHMETIC.isdisjoint(wanted)
         wanted += [d for d in _DEFAULTS if d not in wanted]
         by_name = {p.name: p for p in _PATTERNS}
         texts: list[str] = []
