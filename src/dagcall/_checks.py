@@ -218,9 +218,9 @@ def answer_problem(question: str, answer: str, observations: Iterable[str]) -> s
             "with the number the results give."
         )
     if kind == "number" and len(numbers) == 1:
-        texts = list(observations)
-        results = [n for o in texts for n in _numbers(o)]
-        lone = [abs(_numbers(o)[0]) for o in texts if _LONE_NUMBER.match(o)]
+        parsed = [(o, _numbers(o)) for o in observations]
+        results = [n for _, found in parsed for n in found]
+        lone = [abs(found[0]) for o, found in parsed if _LONE_NUMBER.match(o)]
         if results and not grounded(
             abs(numbers[0]), map(abs, results), map(abs, _numbers(question)), lone
         ):
