@@ -289,6 +289,11 @@ def test_the_cli_offers_exactly_the_benchmarks_workloads() -> None:
     option = next(p for p in bench.params if p.name == "workloads")
     assert isinstance(option.type, click.Choice)
     assert list(option.type.choices) == [*DATASET_WORKLOADS, *GENERATED_WORKLOADS]
+    from dagcall.bench._toolworld import TOOLWORLD_WORLDS
+
+    worlds = next(p for p in bench.params if p.name == "worlds")
+    assert isinstance(worlds.type, click.Choice)
+    assert tuple(worlds.type.choices) == TOOLWORLD_WORLDS
 
 
 def test_cli_world_runs_only_the_chosen_toolworld_world(tmp_path: Path) -> None:
