@@ -17,10 +17,11 @@ Three worlds, each a few data tables with strict look-up tools over them:
   ``planet_mass(planet)`` (Earth masses), ``orbital_period(planet)`` (days),
   ``moon_count(planet)``, ``host_star(planet)`` (the star's name), ``star_temperature(star)``
   (kelvin), and the same ``calculator``.
-* **depot** (held out: look-ups of two arguments, and a record) - a trading house's five
+* **depot** (look-ups of two arguments, and a record; its misses shaped the example bank's
+  casts of such tools, so it is a dev set too) - a trading house's five
   products, three warehouses, four suppliers and their towns: ``unit_price(product,
   currency)`` (crowns or florins), ``stock_count(product, warehouse)``,
-  ``product_details(product)`` (a dict: supplier, ``weight_kg``, category),
+  ``product_details(product)`` (a TypedDict record: supplier, ``weight_kg``, category),
   ``supplier_town(supplier)``, ``delivery_days(warehouse, town)``, and the ``calculator``.
   Its chains go through a field of the record (``supplier_town("$1.supplier")``).
 
