@@ -9,6 +9,7 @@ import pytest
 from dagcall import Compiler, ExampleBank, StopReason, TaskStatus, ToolError, tool
 from dagcall._checks import (
     answer_problem,
+    comparison_problem,
     expected_kind,
     grounded,
     listed_options,
@@ -755,3 +756,190 @@ def test_the_fields_of_records_are_read_as_data_only() -> None:
     assert record_fields(Box) == {}  # the class, not an instance
     assert record_fields(Hostile()) == {}
     assert record_fields("text") == record_fields([1, 2]) == {}
+
+
+# -- answers that contradict the order of what one tool measured ---------------------------
+
+YEARS = [
+    ("founding_year", {"town": "Quillmere"}, 1820.0),
+    ("founding_year", {"town": "Ostvale"}, 1702.0),
+]
+AGES = [("age_of", {"person": "Ilse"}, 41.0), ("age_of", {"person": "Bram"}, 67.0)]
+PRICES = [
+    ("unit_price", {"product": "Morrow rope", "currency": "crown"}, 4.5),
+    ("unit_price", {"product": "Tesk kettle", "currency": "crown"}, 12.0),
+    ("unit_price", {"product": "Fenwick stove", "currency": "crown"}, 90.0),
+]
+
+
+@pytest.mark.parametrize(
+    ("question", "measured", "wrong", "right"),
+    [
+        ("Which town is older, Quillmere or Ostvale?", YEARS, "Quillmere", "Ostvale"),
+        ("Which town was founded first, Quillmere or Ostvale?", YEARS, "Quillmere", "Ostvale"),
+        ("Which town is newer, Quillmere or Ostvale?", YEARS, "Ostvale", "Quillmere"),
+        ("Who is older, Ilse or Bram?", AGES, "Ilse", "Bram"),  # ages: the higher
+        ("Who is younger, Ilse or Bram?", AGES, "Bram", "Ilse"),
+        (
+            "Which of Morrow rope, Tesk kettle and Fenwick stove is cheapest?",
+            PRICES,
+            "The Fenwick stove",
+            "Morrow rope",
+        ),
+        (
+            "Which is the most expensive: Morrow rope, Tesk kettle or Fenwick stove?",
+            PRICES,
+            "Tesk kettle",
+            "Fenwick stove",
+        ),
+        (
+            "Which is more affordable, the Tesk kettle or the Fenwick stove?",
+            PRICES,
+            "Fenwick stove",
+            "Tesk kettle",
+        ),
+    ],
+)
+def test_a_choice_against_the_order_of_one_tools_results_is_found(
+    question: str, measured: Any, wrong: str, right: str
+) -> None:
+    problem = comparison_problem(question, wrong, measured)
+    assert problem is not None
+    assert right in problem
+    assert "point to" in problem
+    assert comparison_problem(question, right, measured) is None
+
+
+def test_a_yes_or_no_must_follow_the_two_numbers_either_side_of_than() -> None:
+    ask = "Is a Morrow rope cheaper than a Tesk kettle, in crowns?"
+    problem = comparison_problem(ask, "No", PRICES)
+    assert problem is not None
+    assert problem.endswith("the answer is yes.")
+    assert comparison_problem(ask, "Yes, it costs 4.5 crowns.", PRICES) is None
+    flipped = "Is a Tesk kettle cheaper than a Morrow rope?"
+    assert comparison_problem(flipped, "No", PRICES) is None
+    assert "the answer is no" in str(comparison_problem(flipped, "Yes", PRICES))
+    older = "Was Quillmere founded earlier than Ostvale?"
+    assert "the answer is no" in str(comparison_problem(older, "Yes", YEARS))
+    assert "earlier year" in str(
+        comparison_problem("Is Ostvale older than Quillmere?", "No", YEARS)
+    )
+
+
+@pytest.mark.parametrize(
+    ("question", "answer", "measured"),
+    [
+        # qualified comparisons ask more than an order
+        ("Is Quillmere more than twice as old as Ostvale?", "Yes", YEARS),
+        ("Is a Tesk kettle not cheaper than a Morrow rope?", "Yes", PRICES),
+        (
+            "Which costs less per kilogram, the Tesk kettle or the Morrow rope?",
+            "Tesk kettle",
+            PRICES,
+        ),
+        # the things measured are not the ones the question names (a chain, a wrong plan)
+        ("Which star is hotter, the one Quen orbits or the one Ibrith orbits?", "Ilse", AGES),
+        # two tools measured the same things: a combined question
+        (
+            "Which town is older, Quillmere or Ostvale?",
+            "Quillmere",
+            [
+                *YEARS,
+                ("elevation", {"town": "Quillmere"}, 10.0),
+                ("elevation", {"town": "Ostvale"}, 5.0),
+            ],
+        ),
+        # no comparison word, or two
+        ("Which town did Aldric Penhallow found, Quillmere or Ostvale?", "Quillmere", YEARS),
+        ("Which is older but smaller, Quillmere or Ostvale?", "Quillmere", YEARS),
+        ("Which is taller or older, Quillmere or Ostvale?", "Quillmere", YEARS),
+        # the answer names both, or neither
+        ("Which town is older, Quillmere or Ostvale?", "Quillmere, then Ostvale", YEARS),
+        ("Which town is older, Quillmere or Ostvale?", "Neither", YEARS),
+        # a tie, and listed options (their own check)
+        (
+            "Which town is older, Quillmere or Ostvale?",
+            "Quillmere",
+            [("founding_year", {"town": t}, 1800.0) for t in ("Quillmere", "Ostvale")],
+        ),
+        ("Which town is older?\nOptions:\nQuillmere\nOstvale", "Quillmere", YEARS),
+        # a number question
+        ("How much older is Ostvale than Quillmere?", "118", YEARS),
+    ],
+)
+def test_comparisons_the_results_cannot_settle_plainly_are_left_alone(
+    question: str, answer: str, measured: Any
+) -> None:
+    assert comparison_problem(question, answer, measured) is None
+
+
+@tool
+def founding_year(town: str) -> int:
+    """The year a town was founded, by the town's bare name."""
+    return {"quillmere": 1820, "ostvale": 1702}[town.strip().lower()]
+
+
+def test_a_choice_the_results_contradict_is_put_to_the_joiner_again() -> None:
+    plan = '1. founding_year("Quillmere")\n2. founding_year("Ostvale")\n3. join()\n<END_OF_PLAN>'
+    joiner = ScriptedModel(
+        [
+            "Thought: 1820 is the larger year.\nAction: Finish(Quillmere)",
+            "Thought: The earlier year is older.\nAction: Finish(Ostvale)",
+        ]
+    )
+    compiler = Compiler(
+        planner_model=ScriptedModel([plan]), joiner_model=joiner, tools=[founding_year]
+    )
+    run = compiler.run("Which town is older, Quillmere or Ostvale?")
+    assert run.answer == "Ostvale"
+    check = run.rounds[0].answer_checks[0]
+    assert 'founding_year("Ostvale") = 1702 is the lowest' in check
+    assert "earlier year" in check
+    assert check in joiner.calls[1].messages[-1].content
+    right = ScriptedModel(["Thought: 1702 is earlier.\nAction: Finish(Ostvale)"])
+    again = Compiler(planner_model=ScriptedModel([plan]), joiner_model=right, tools=[founding_year])
+    assert again.run("Which town is older, Quillmere or Ostvale?").rounds[0].answer_checks == []
+
+
+@pytest.mark.parametrize(
+    "question",
+    [
+        "How much shorter is the Vell than the Orm, in km?",
+        "How many more moons does Quen have than Ibrith?",
+        "By how much is Ostvale older than Quillmere?",
+        "If Quen lost 2 moons, how many fewer would it have than Ibrith?",
+    ],
+)
+def test_a_negative_size_of_a_difference_is_put_to_the_joiner_again(question: str) -> None:
+    problem = answer_problem(question, "-250", ["120", "370"])
+    assert problem is not None
+    assert "answer with 250" in problem
+    assert answer_problem(question, "250", ["120", "370"]) is None
+
+
+def test_a_negative_number_asked_for_as_it_stands_is_left_alone() -> None:
+    signed = "What is the elevation of Varnholt minus the elevation of Marrowick, in metres?"
+    assert answer_problem(signed, "-250", ["120", "370"]) is None
+    assert answer_problem("What was the change in Quen's moons?", "-250", ["120", "370"]) is None
+    assert answer_problem("How cold is Ibrith, in degrees?", "-40", ["-40"]) is None
+
+
+DAYS = [
+    ("delivery_days", {"warehouse": w, "town": "Cardell"}, d)
+    for w, d in (("Northgate", 4.0), ("Southmoor", 6.0), ("Eastbridge", 2.0))
+]
+
+
+def test_speed_words_read_a_time_the_other_way_and_say_nothing_over_other_measures() -> None:
+    fastest = "Which warehouse delivers to Cardell fastest: Northgate, Southmoor or Eastbridge?"
+    assert "Eastbridge" in str(comparison_problem(fastest, "Southmoor", DAYS))
+    assert comparison_problem(fastest, "Eastbridge", DAYS) is None
+    speeds = [("top_speed", args, v * 10) for _, args, v in DAYS]
+    assert "Southmoor" in str(comparison_problem(fastest, "Eastbridge", speeds))
+    unknown = [("delivery", args, v) for _, args, v in DAYS]
+    assert comparison_problem(fastest, "Southmoor", unknown) is None
+    ranks = [("world_rank", args, v) for _, args, v in DAYS]
+    assert (
+        comparison_problem("Which is ranked higher, Northgate or Eastbridge?", "Northgate", ranks)
+        is None
+    )

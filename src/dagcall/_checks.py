@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Literal
 
 __all__ = [
     "AnswerKind",
     "answer_problem",
+    "comparison_problem",
     "expected_kind",
     "listed_options",
     "matching_option",
@@ -217,6 +218,19 @@ def answer_problem(question: str, answer: str, observations: Iterable[str]) -> s
             f"The question asks for a number, but the answer was {text[:80]!r}: answer "
             "with the number the results give."
         )
+    if (
+        kind == "number"
+        and len(numbers) == 1
+        and numbers[0] < 0
+        and _HOW_MUCH_MORE.search(question)
+    ):
+        from ._joiner import answer_text
+
+        return (
+            f"The answer {answer_text(numbers[0])} is negative, but the question asks how much "
+            "one is more (or less) than the other, the size of the difference: answer with "
+            f"{answer_text(-numbers[0])} if that is what the results give."
+        )
     if kind == "number" and len(numbers) == 1:
         parsed = [(o, _numbers(o)) for o in observations]
         results = [n for _, found in parsed for n in found]
@@ -229,3 +243,211 @@ def answer_problem(question: str, answer: str, observations: Iterable[str]) -> s
                 "of them: answer with a number the results give."
             )
     return None
+
+
+# Comparison words and the end of an order they point to (True: the highest).  "older",
+# "newer", "first" over years point the other way than over ages or counts, so they are
+# read with the values (see _direction).
+# fmt: off
+_UP_WORDS = frozenset({
+    "higher", "highest", "larger", "largest", "bigger", "biggest", "greater", "greatest",
+    "taller", "tallest", "longer", "longest", "heavier", "heaviest", "deeper", "deepest",
+    "wider", "widest", "farther", "farthest", "further", "furthest", "hotter", "hottest",
+    "warmer", "warmest", "richer", "richest", "more", "most", "later", "latest", "costlier",
+    "pricier", "dearer"
+})
+_DOWN_WORDS = frozenset({
+    "lower", "lowest", "smaller", "smallest", "less", "least", "fewer", "fewest", "shorter",
+    "shortest", "lighter", "lightest", "shallower", "shallowest", "narrower", "narrowest",
+    "closer", "closest", "nearer", "nearest", "colder", "coldest", "cooler", "coolest",
+    "cheaper", "cheapest", "poorer", "poorest", "earlier", "earliest"
+})
+# fmt: on
+_AGE_WORDS = {
+    "older": False,
+    "oldest": False,
+    "younger": True,
+    "youngest": True,
+    "newer": True,
+    "newest": True,
+}  # over years; over ages the reverse
+_YEAR_WORDS = {"first": False}  # over years only ("which was founded first")
+# Speed words point up over a speed and down over a time ("delivers fastest": the fewest
+# days; "orbits fastest": the shortest period), and say nothing over anything else.
+_SPEED_WORDS = {
+    "faster": True,
+    "fastest": True,
+    "quicker": True,
+    "quickest": True,
+    "slower": False,
+    "slowest": False,
+}
+_SPEED = frozenset({"speed", "velocity", "pace", "mph", "kph", "kmh"})
+_TIME = frozenset(
+    {
+        "day",
+        "days",
+        "hour",
+        "hours",
+        "minute",
+        "minutes",
+        "second",
+        "seconds",
+        "time",
+        "times",
+        "duration",
+        "delay",
+        "latency",
+        "period",
+        "wait",
+        "eta",
+    }
+)
+# A rank's first place is its lowest number: "ranked higher" reads no plain way.
+_RANK = frozenset({"rank", "ranking", "position", "place", "seed", "standing"})
+# "more affordable" is the cheaper one: the adjective turns "more" and "most" around.
+_INVERSE = frozenset({"affordable", "economical", "inexpensive"})
+_NOT_CUES = re.compile(
+    r"\b(?:at least|at most|no more|no less|not|never|\w+n't|twice|thrice|double|triple|"
+    r"half|times|percent|per|each|every)\b|\d|%",
+    re.I,
+)
+# "How much shorter is A than B?", "by how much does A exceed B": the size of a difference,
+# never negative (a negative answer comes from subtracting the wrong way round).
+_COMPARATIVES = sorted(
+    w
+    for w in (_UP_WORDS | _DOWN_WORDS | set(_AGE_WORDS) | set(_SPEED_WORDS))
+    if w.endswith("er") or w in {"more", "less"}
+)
+_HOW_MUCH_MORE = re.compile(
+    rf"\bhow (?:much|many)\b[^?]*?\b(?:{'|'.join(_COMPARATIVES)})\b[^?]*?\bthan\b", re.I
+)
+_CUE_WORD = re.compile(r"[a-z]+(?:'[a-z]+)?", re.I)
+
+
+def _direction(question: str, tool: str, years: bool) -> tuple[bool, str] | None:
+    """The end of an order ``question`` asks for (``True``: the highest) and the word that
+    says so, when it has one comparison word (perhaps repeated); ``None`` otherwise, or when
+    it qualifies it (numbers, "twice", "not", "per"): those ask more than an order.  What
+    ``tool`` measures, by the words of its name, turns speed words around over a time and
+    silences them over anything but a speed or a time, and silences every word over a rank."""
+    measures = set(re.findall(r"[a-z]+", tool.lower()))
+    if _NOT_CUES.search(question) or measures & _RANK:
+        return None
+    words = [w.lower() for w in _CUE_WORD.findall(question)]
+    found: list[tuple[bool, str]] = []
+    for i, word in enumerate(words):
+        after = words[i + 1] if i + 1 < len(words) else ""
+        if word in _UP_WORDS or word in _DOWN_WORDS:
+            up = word in _UP_WORDS
+            if word in {"more", "most", "less", "least"} and after:
+                up = up != (after in _INVERSE)
+                word = f"{word} {after}"  # "more populous", "most moons"
+            found.append((up, word))
+        elif word in _AGE_WORDS:
+            found.append((_AGE_WORDS[word] if years else not _AGE_WORDS[word], word))
+        elif word in _YEAR_WORDS and years:
+            found.append((_YEAR_WORDS[word], word))
+        elif word in _SPEED_WORDS:
+            if not measures & (_SPEED | _TIME):
+                return None
+            found.append((_SPEED_WORDS[word] == bool(measures & _SPEED), word))
+    if len({word for _, word in found}) != 1:  # none, or two ("older but smaller")
+        return None
+    return found[0]
+
+
+def _named(entity: str, text: str) -> bool:
+    words = _plain(entity)
+    return bool(words) and f" {words} " in f" {_plain(text)} "
+
+
+def _entities(
+    calls: list[tuple[Mapping[str, object], float]],
+) -> dict[str, float] | None:
+    """Each call's entity (the one text argument that differs between the calls) and its
+    value, or ``None`` when no single text argument tells the calls apart."""
+    keys = set.intersection(*(set(args) for args, _ in calls))
+    varying = [
+        k
+        for k in keys
+        if all(isinstance(args[k], str) for args, _ in calls)
+        and len({args[k] for args, _ in calls}) > 1
+    ]
+    if len(varying) != 1:
+        return None
+    values: dict[str, float] = {}
+    for args, value in calls:
+        values.setdefault(str(args[varying[0]]), value)
+    return values
+
+
+def comparison_problem(
+    question: str,
+    answer: str,
+    measured: Iterable[tuple[str, Mapping[str, object], float]],
+) -> str | None:
+    """What is wrong with ``answer`` to a question that compares things one tool measured
+    (``measured``: each call's tool, arguments and number), in one sentence, or ``None``.
+
+    It speaks only where the reading is plain: one tool measured two or more things the
+    question names (those it does not name are left out), the question has one comparison
+    word ("taller", "cheapest"; "older" over years means the earlier), and it asks which
+    one (the answer must name the one at that end) or whether the first is more than the
+    second ("Is A taller than B?": yes or no must follow the two numbers)."""
+    kind = expected_kind(question)
+    if kind not in ("choice", "yesno") or listed_options(question):
+        return None
+    by_tool: dict[str, list[tuple[Mapping[str, object], float]]] = {}
+    for tool, args, value in measured:
+        by_tool.setdefault(tool, []).append((args, value))
+    candidates = []
+    for tool, calls in by_tool.items():
+        values = _entities(calls) if len(calls) >= 2 else None
+        named = {e: v for e, v in (values or {}).items() if _named(e, question)}
+        if len(named) >= 2:
+            candidates.append((tool, named))
+    if len(candidates) != 1:
+        return None
+    tool, values = candidates[0]
+    years = all(v.is_integer() and 1000 <= v <= 2100 for v in values.values())
+    direction = _direction(question, tool, years)
+    if direction is None:
+        return None
+    up, word = direction
+    aged = years and word in _AGE_WORDS
+    note = f" (over years, {word} means the {'later' if up else 'earlier'} year)" if aged else ""
+    from ._joiner import answer_text
+
+    shown = {e: f'{tool}("{e[:80]}") = {answer_text(v)}' for e, v in values.items()}
+    if kind == "choice":
+        chosen = [e for e in values if _named(e, answer)]
+        if len(chosen) != 1:
+            return None
+        best = max(values.values()) if up else min(values.values())
+        ends = [e for e, v in values.items() if v == best]
+        if len(ends) != 1 or chosen[0] == ends[0]:
+            return None
+        return (
+            f"The question asks for the {'highest' if up else 'lowest'} ({word!r}){note}: by the "
+            f"results "
+            f"{shown[ends[0]]} is the {'highest' if up else 'lowest'}, but the answer named "
+            f"{chosen[0][:80]} ({shown[chosen[0]]}). Answer with the one the results point to."
+        )
+    text = f" {_plain(question)} "
+    if " than " not in text or " or " in text or not _YES_OR_NO.match(answer):
+        return None
+    before, after = text.split(" than ", 1)
+    first = [e for e in values if _named(e, before) and not _named(e, after)]
+    second = [e for e in values if _named(e, after) and not _named(e, before)]
+    if len(first) != 1 or len(second) != 1 or values[first[0]] == values[second[0]]:
+        return None
+    a, b = values[first[0]], values[second[0]]
+    truth = a > b if up else a < b
+    if _plain(answer).startswith("yes") == truth:
+        return None
+    return (
+        f"By the results, {shown[first[0]]} and {shown[second[0]]}, so {first[0][:80]} is "
+        f"{'' if truth else 'not '}{word} than {second[0][:80]}{note}: the answer is "
+        f"{'yes' if truth else 'no'}."
+    )

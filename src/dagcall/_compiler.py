@@ -13,7 +13,13 @@ from contextlib import aclosing
 from typing import Any
 
 from ._cache import CallCache
-from ._checks import answer_problem, expected_kind, listed_options, settle_expression
+from ._checks import (
+    answer_problem,
+    comparison_problem,
+    expected_kind,
+    listed_options,
+    settle_expression,
+)
 from ._errors import ToolArgumentError, ToolError, ToolExecutionError, UsageError
 from ._executor import Executor
 from ._exemplars import ExampleBank
@@ -22,7 +28,15 @@ from ._optimize import LatencyEstimates, Optimizations, optimizations
 from ._plan import PlanItem, TaskSpec, parse_plan
 from ._plancache import PlanCache, PlanHit
 from ._planner import Planner
-from ._result import Round, RunEvent, RunResult, StopReason, TaskStatus, safe_text
+from ._result import (
+    Round,
+    RunEvent,
+    RunResult,
+    StopReason,
+    TaskStatus,
+    numeric_output,
+    safe_text,
+)
 from ._run import EventHandler, RunLimits, RunScope, check_limits, drive
 from ._tools import Approver, BaseTool, Tool
 from ._toolsets import Toolbox, Toolset
@@ -396,7 +410,15 @@ class _Run(RunScope):
             for i in r.task_ids
             if records[i].status is TaskStatus.DONE
         ]
-        problem = answer_problem(self.result.question, decision.text, observations)
+        measured = [
+            (rec.tool, rec.resolved_args or {}, number)
+            for r in self.result.rounds
+            for rec in (records[i] for i in r.task_ids)
+            if (number := numeric_output(rec)) is not None
+        ]
+        problem = answer_problem(
+            self.result.question, decision.text, observations
+        ) or comparison_problem(self.result.question, decision.text, measured)
         if problem is None:
             return decision
         rnd.answer_checks.append(problem)

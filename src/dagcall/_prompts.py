@@ -12,9 +12,9 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from functools import cache, lru_cache
 from importlib import resources
-from typing import Literal, cast
+from typing import Literal
 
-from ._result import Round, TaskRecord, safe_text
+from ._result import Round, TaskRecord, numeric_output, safe_text
 from ._tools import BaseTool
 from .models import Message
 
@@ -205,16 +205,8 @@ def ranking(rounds: Sequence[Round], records: dict[int, TaskRecord]) -> str:
     for rnd in rounds:
         for task_id in rnd.task_ids:
             rec = records.get(task_id)
-            if rec is None or getattr(rec.status, "value", rec.status) != "done":
-                continue
-            value: object = rec.output
-            if type(value) not in (int, float):  # exact types: a hostile object's class
-                continue  # may raise on isinstance; bool is not an int here
-            try:
-                number = float(cast("float", value))
-            except OverflowError:  # an int beyond any float: no place in an order
-                continue
-            if number != number or number in (float("inf"), float("-inf")):
+            number = None if rec is None else numeric_output(rec)
+            if rec is None or number is None:
                 continue
             by_tool.setdefault(rec.tool, []).append((number, rec.call))
     lines = []

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Self, TypeAlias
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Self, TypeAlias, cast
 
 from . import _errors
 from ._errors import DagcallError, UsageError
@@ -30,6 +30,7 @@ __all__ = [
     "TaskRecord",
     "TaskStatus",
     "json_safe",
+    "numeric_output",
     "observation_text",
     "revive_error",
     "safe_text",
@@ -435,6 +436,24 @@ class RunEvent:
     round: int
     task: TaskRecord | None = None
     text: str = ""
+
+
+def numeric_output(record: TaskRecord) -> float | None:
+    """A finished task's result as a number, when it is exactly an ``int`` or ``float`` (not
+    a ``bool``, nor a subclass: a hostile object's class may raise on ``isinstance``) and
+    finite; ``None`` otherwise."""
+    if getattr(record.status, "value", record.status) != "done":
+        return None
+    value: object = record.output
+    if type(value) not in (int, float):
+        return None
+    try:
+        number = float(cast("float", value))
+    except OverflowError:  # an int beyond any float
+        return None
+    if number != number or number in (float("inf"), float("-inf")):
+        return None
+    return number
 
 
 def observation_text(value: Any, limit: int | None = MAX_OBSERVATION_CHARS) -> str:
