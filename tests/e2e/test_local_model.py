@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 import time
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from kb import EXAMPLES, QUESTIONS, TOOLS
@@ -136,3 +138,41 @@ async def test_prompt_too_long_is_a_clear_error(gguf_path: Path) -> None:
     small = LocalModel(gguf_path, n_ctx=512)
     with pytest.raises(ModelError, match="raise n_ctx"):
         await complete(small, [Message("user", "word " * 2000)])
+
+
+class _Params:
+    use_extra_bufts = True
+
+
+def _llama_module(info: bytes) -> Any:
+    low = SimpleNamespace(llama_print_system_info=lambda: info, llama_model_default_params=_Params)
+    return SimpleNamespace(llama_cpp=low)
+
+
+def test_a_build_with_amx_kernels_loads_without_them_unless_asked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from dagcall.models._local import AMX_ENV, _amx_off
+
+    monkeypatch.delenv(AMX_ENV, raising=False)
+    amx = _llama_module(b"CPU : AVX2 = 1 | AVX512 = 1 | AMX_INT8 = 1 | REPACK = 1 |")
+    with _amx_off(amx):
+        assert amx.llama_cpp.llama_model_default_params().use_extra_bufts is False
+    assert amx.llama_cpp.llama_model_default_params is _Params  # put back
+    plain = _llama_module(b"CPU : AVX2 = 1 | AVX512 = 1 | REPACK = 1 |")
+    with _amx_off(plain):
+        assert plain.llama_cpp.llama_model_default_params().use_extra_bufts is True
+    monkeypatch.setenv(AMX_ENV, "1")
+    with _amx_off(amx):
+        assert amx.llama_cpp.llama_model_default_params().use_extra_bufts is True
+
+
+def test_the_installed_build_is_read_for_amx_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
+    llama_cpp = pytest.importorskip("llama_cpp")
+    from dagcall.models._local import AMX_ENV, _amx_off
+
+    monkeypatch.delenv(AMX_ENV, raising=False)
+    has_amx = b"AMX_INT8 = 1" in llama_cpp.llama_cpp.llama_print_system_info()
+    with _amx_off(llama_cpp):
+        params = llama_cpp.llama_cpp.llama_model_default_params()
+    assert params.use_extra_bufts is not has_amx

@@ -23,7 +23,7 @@ import os
 import threading
 from array import array
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -238,6 +238,39 @@ def _import_llama() -> Any:
     return llama_cpp
 
 
+#: Set to 1 to let a llama.cpp build with AMX kernels use them (see :func:`_amx_off`).
+AMX_ENV = "DAGCALL_LLAMA_AMX"
+
+
+@contextlib.contextmanager
+def _amx_off(llama_cpp: Any) -> Iterator[None]:
+    """While a model loads: when llama.cpp was built with its AMX kernels (``-march=native``
+    on a CPU with AMX), load the weights without its extra buffer types, so the AMX kernels
+    are never used.  On virtual machines those kernels crash the process with a general
+    protection fault at the first matrix product (seen here, llama-cpp-python 0.3.36; and
+    llama.cpp issue 20824).  The other extra buffer type, repacked weights, goes with them,
+    so such a build decodes a little slower; ``.ci/run`` builds without AMX instead, and
+    ``DAGCALL_LLAMA_AMX=1`` keeps the kernels on a machine where they work."""
+    low: Any = getattr(llama_cpp, "llama_cpp", None)
+    info = getattr(low, "llama_print_system_info", None)
+    defaults = getattr(low, "llama_model_default_params", None)
+    has_amx = callable(info) and b"AMX_INT8 = 1" in bytes(info() or b"")
+    if low is None or not has_amx or defaults is None or os.environ.get(AMX_ENV) == "1":
+        yield
+        return
+
+    def without_extra_buffers() -> Any:
+        params = defaults()
+        params.use_extra_bufts = False
+        return params
+
+    low.llama_model_default_params = without_extra_buffers
+    try:
+        yield
+    finally:
+        low.llama_model_default_params = defaults
+
+
 def _load(path: Path, n_ctx: int, n_threads: int, cache_bytes: int) -> _Loaded:
     """Load a GGUF file once per process (per context size and thread count) and reuse it."""
     key = (str(path), n_ctx, n_threads)
@@ -248,9 +281,10 @@ def _load(path: Path, n_ctx: int, n_threads: int, cache_bytes: int) -> _Loaded:
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         try:
-            llm = llama_cpp.Llama(
-                model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, verbose=False
-            )
+            with _amx_off(llama_cpp):
+                llm = llama_cpp.Llama(
+                    model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, verbose=False
+                )
         except (ValueError, RuntimeError, OSError) as exc:
             raise ModelNotAvailableError(
                 f"llama.cpp could not load {path} ({exc}); check that it is a GGUF model file"
