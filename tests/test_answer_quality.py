@@ -14,7 +14,10 @@ from dagcall._checks import (
     grounded,
     listed_options,
     matching_option,
+    name_to_look_up,
+    nested_replan,
     settle_expression,
+    size_of_difference,
 )
 from dagcall._grammar import joiner_grammar
 from dagcall._plan import parse_plan
@@ -910,18 +913,42 @@ def test_a_choice_the_results_contradict_is_put_to_the_joiner_again() -> None:
         "If Quen lost 2 moons, how many fewer would it have than Ibrith?",
     ],
 )
-def test_a_negative_size_of_a_difference_is_put_to_the_joiner_again(question: str) -> None:
-    problem = answer_problem(question, "-250", ["120", "370"])
-    assert problem is not None
-    assert "answer with 250" in problem
-    assert answer_problem(question, "250", ["120", "370"]) is None
+def test_a_negative_size_of_a_difference_is_made_positive(question: str) -> None:
+    assert size_of_difference(question, "-250") == "250"
+    assert size_of_difference(question, "It is -250 km shorter.") == "It is 250 km shorter."
+    assert size_of_difference(question, "250") is None
+    assert size_of_difference(question, "-250 or -3") is None  # not one number
 
 
 def test_a_negative_number_asked_for_as_it_stands_is_left_alone() -> None:
     signed = "What is the elevation of Varnholt minus the elevation of Marrowick, in metres?"
-    assert answer_problem(signed, "-250", ["120", "370"]) is None
-    assert answer_problem("What was the change in Quen's moons?", "-250", ["120", "370"]) is None
-    assert answer_problem("How cold is Ibrith, in degrees?", "-40", ["-40"]) is None
+    assert size_of_difference(signed, "-250") is None
+    assert size_of_difference("What was the change in Quen's moons?", "-250") is None
+    assert size_of_difference("How cold is Ibrith, in degrees?", "-40") is None
+    assert size_of_difference("Is Quen colder than Ibrith?", "-40") is None
+
+
+def test_a_named_or_joined_answer_subtracted_the_wrong_way_is_its_size() -> None:
+    question = "How many more people live in Varnholt than in Ostvale?"
+    wrong = '1. town_population("Varnholt")\n2. town_population("Ostvale")\n'
+    named = ScriptedModel([f'{wrong}3. calculator("$2 - $1")\n4. join("$3")\n<END_OF_PLAN>'])
+    run = Compiler(planner_model=named, joiner_model=ScriptedModel([]), tools=TOOLS).run(question)
+    assert run.answer == "17200"
+    assert run.rounds[0].joiner_elided
+    assert "size of the difference: 17200" in run.rounds[0].answer_checks[0]
+    joined = ScriptedModel([f'{wrong}3. calculator("$2 - $1")\n4. join()\n<END_OF_PLAN>'])
+    joiner = ScriptedModel(["Thought: $3 is the difference.\nAction: Finish(-17200 people)"])
+    run = Compiler(planner_model=joined, joiner_model=joiner, tools=TOOLS).run(question)
+    assert run.answer == "17200 people"
+    off = Compiler(
+        planner_model=ScriptedModel(
+            [f'{wrong}3. calculator("$2 - $1")\n4. join("$3")\n<END_OF_PLAN>']
+        ),
+        joiner_model=ScriptedModel([]),
+        tools=TOOLS,
+        check_answers=False,
+    )
+    assert off.run(question).answer == "-17200"
 
 
 DAYS = [
@@ -943,3 +970,78 @@ def test_speed_words_read_a_time_the_other_way_and_say_nothing_over_other_measur
         comparison_problem("Which is ranked higher, Northgate or Eastbridge?", "Northgate", ranks)
         is None
     )
+
+
+def test_year_questions_ask_for_a_number_and_a_year_answers_which_year() -> None:
+    assert (
+        expected_kind("In what year was the town founded by Aldric Penhallow founded?") == "number"
+    )
+    assert expected_kind("What year did Quen's first moon get its name?") == "number"
+    found = answer_problem("In what year was Ostvale founded?", "Ostvale", ["1702"])
+    assert found is not None
+    assert "asks for a number" in found
+    assert answer_problem("Which year was Ostvale founded in?", "1702", ["1702"]) is None
+
+
+def test_a_replan_written_as_the_answer_is_taken_as_the_replan() -> None:
+    assert (
+        nested_replan("Replan(\"town_population('Ostvale')\")") == "\"town_population('Ostvale')\""
+    )
+    assert nested_replan(" replan( ) ") == "(no reason given)"
+    assert nested_replan("Replanting (season)") is None
+    plans = ScriptedModel(
+        [
+            '1. archive("Varnholt")\n2. join()\n<END_OF_PLAN>',
+            '3. town_population("Ostvale")\n4. join()\n<END_OF_PLAN>',
+        ]
+    )
+    joiner = ScriptedModel(
+        [
+            'Thought: Ostvale is its twin.\nAction: Finish(Replan("town_population(Ostvale)"))',
+            "Thought: 35100.\nAction: Finish(35100)",
+        ]
+    )
+    compiler = Compiler(planner_model=plans, joiner_model=joiner, tools=TOOLS, max_replans=1)
+    run = compiler.run("What is the population of Varnholt's twin town?")
+    assert run.answer == "35100"
+    assert run.rounds[0].decision == "replan"
+    assert run.rounds[0].replan_reason == '"town_population(Ostvale)"'
+    assert "taken as the replan" in run.rounds[0].answer_checks[0]
+
+
+def test_a_name_read_from_a_text_where_a_number_was_asked_is_looked_up_next() -> None:
+    paragraph = ["Varnholt is twinned with Ostvale."]
+    asked = "What is the population of the town Varnholt is twinned with?"
+    reason = name_to_look_up(asked, "Ostvale", paragraph)
+    assert reason is not None
+    assert "look up that number for Ostvale" in reason
+    assert name_to_look_up(asked, "unknown", paragraph) is None  # no name
+    assert name_to_look_up(asked, "Brindlecove", paragraph) is None  # no result names it
+    assert name_to_look_up(asked, "Ostvale", [*paragraph, "35100"]) is None  # a number is there
+    assert name_to_look_up("Which town is Varnholt twinned with?", "Ostvale", paragraph) is None
+    plans = ScriptedModel(
+        [
+            '1. archive("Varnholt")\n2. join()\n<END_OF_PLAN>',
+            '3. town_population("Ostvale")\n4. join()\n<END_OF_PLAN>',
+        ]
+    )
+    joiner = ScriptedModel(
+        [
+            "Thought: The twin is Ostvale.\nAction: Finish(Ostvale)",
+            "Thought: 35100.\nAction: Finish(35100)",
+        ]
+    )
+    run = Compiler(planner_model=plans, joiner_model=joiner, tools=TOOLS, max_replans=1).run(asked)
+    assert run.answer == "35100"
+    assert [c.role for c in run.usage] == ["planner", "joiner", "planner", "joiner"]
+    assert "look up that number for Ostvale" in str(run.rounds[0].replan_reason)
+    assert "look up that number for Ostvale" in plans.calls[1].messages[-1].content
+    last = ScriptedModel(["Thought: The twin is Ostvale.\nAction: Finish(Ostvale)"] * 2)
+    final = Compiler(
+        planner_model=ScriptedModel(['1. archive("Varnholt")\n2. join()\n<END_OF_PLAN>']),
+        joiner_model=last,
+        tools=TOOLS,
+        max_replans=0,
+    ).run(asked)
+    assert final.answer == "Ostvale"  # no replan left: the joiner is asked again, as before
+    assert "asks for a number" in final.rounds[0].answer_checks[0]

@@ -23,7 +23,10 @@ __all__ = [
     "expected_kind",
     "listed_options",
     "matching_option",
+    "name_to_look_up",
+    "nested_replan",
     "settle_expression",
+    "size_of_difference",
 ]
 
 AnswerKind = Literal["yesno", "choice", "number"]
@@ -40,7 +43,8 @@ _NUMBER = re.compile(
     r"average|mean|ratio|product|combined|number|count|population|height|elevation|altitude|"
     r"area|length|width|depth|distance|mass|weight|temperature|age|price|cost|speed|"
     r"duration|period|size|volume|value|percentage|share|rate|score|budget|revenue|salary)\b|"
-    r"(?:^|[,;:]\s)\W*by how much\b",
+    r"(?:^|[,;:]\s)\W*by how much\b|"
+    r"(?:^|[,;:]\s)\W*(?:in )?what year\b",
     re.I,
 )
 _YES_OR_NO = re.compile(r"^\W*(?:yes|no)\b", re.I)
@@ -52,7 +56,7 @@ _RANGE = re.compile(r"^\d[\d.,]*-\d[\d.,]*$")
 # answers it.
 _VALUES = re.compile(
     r"\b(?:value|number|amount|figure|quantity|total|average|sum|difference|ratio|size|"
-    r"percentage|result)s?\b",
+    r"percentage|result|year)s?\b",
     re.I,
 )
 _LONE_NUMBER = re.compile(r"^\W*[-+]?\d[\d,]*(?:\.\d+)?\W*$")
@@ -96,6 +100,55 @@ def settle_expression(answer: str) -> str | None:
     from ._joiner import answer_text
 
     return answer_text(float(value))
+
+
+_NESTED_REPLAN = re.compile(r"^\s*Replan\s*\((.*)\)\s*$", re.I | re.S)
+
+
+def nested_replan(answer: str) -> str | None:
+    """The reason of a ``Replan(...)`` a joiner wrote as its answer (``Finish(Replan(...))``,
+    a small model's slip), or ``None``."""
+    m = _NESTED_REPLAN.match(answer)
+    return m.group(1).strip() or "(no reason given)" if m else None
+
+
+def name_to_look_up(question: str, answer: str, observations: Iterable[str]) -> str | None:
+    """A replan's reason when ``question`` asks for a number, no result holds one, and the
+    answer is a short name a result's text gives ("Marrowick", read from "Its capital is
+    Marrowick"): the answer is what to look the number up for, not the answer; else
+    ``None``."""
+    text = answer.strip().strip(".")
+    if expected_kind(question) != "number" or _numbers(text) or not text:
+        return None
+    if len(text) > 60 or len(text.split()) > 4 or _NO_NAME.match(text):
+        return None
+    results = list(observations)
+    if any(_numbers(o) for o in results) or not any(_named(text, o) for o in results):
+        return None
+    return (
+        f"The results name {text}, but the question asks for a number: look up that number "
+        f"for {text} with the tool that gives it."
+    )
+
+
+_NO_NAME = re.compile(
+    r"^\W*(?:unknown|none|nothing|n/?a|not (?:found|known|given|available)|no (?:answer|data|"
+    r"result)s?|cannot|can't|unable|error|yes|no)\b",
+    re.I,
+)
+
+
+def size_of_difference(question: str, answer: str) -> str | None:
+    """``answer`` with its one number made positive, when that number is negative and
+    ``question`` asks how much one thing is more or less than another ("How many days
+    shorter is A than B?"): the size of a difference, which a plan that subtracted the wrong
+    way round gives negative; ``None`` for any other answer."""
+    numbers = _numbers(answer)
+    if len(numbers) != 1 or numbers[0] >= 0 or not _HOW_MUCH_MORE.search(question):
+        return None
+    if expected_kind(question) != "number":
+        return None
+    return _MINUS.sub("", answer, count=1)
 
 
 def _numbers(text: str) -> list[float]:
@@ -218,19 +271,6 @@ def answer_problem(question: str, answer: str, observations: Iterable[str]) -> s
             f"The question asks for a number, but the answer was {text[:80]!r}: answer "
             "with the number the results give."
         )
-    if (
-        kind == "number"
-        and len(numbers) == 1
-        and numbers[0] < 0
-        and _HOW_MUCH_MORE.search(question)
-    ):
-        from ._joiner import answer_text
-
-        return (
-            f"The answer {answer_text(numbers[0])} is negative, but the question asks how much "
-            "one is more (or less) than the other, the size of the difference: answer with "
-            f"{answer_text(-numbers[0])} if that is what the results give."
-        )
     if kind == "number" and len(numbers) == 1:
         parsed = [(o, _numbers(o)) for o in observations]
         results = [n for _, found in parsed for n in found]
@@ -319,6 +359,7 @@ _COMPARATIVES = sorted(
     for w in (_UP_WORDS | _DOWN_WORDS | set(_AGE_WORDS) | set(_SPEED_WORDS))
     if w.endswith("er") or w in {"more", "less"}
 )
+_MINUS = re.compile(r"[-\u2212](?=\s*\d)")
 _HOW_MUCH_MORE = re.compile(
     rf"\bhow (?:much|many)\b[^?]*?\b(?:{'|'.join(_COMPARATIVES)})\b[^?]*?\bthan\b", re.I
 )

@@ -18,7 +18,10 @@ from ._checks import (
     comparison_problem,
     expected_kind,
     listed_options,
+    name_to_look_up,
+    nested_replan,
     settle_expression,
+    size_of_difference,
 )
 from ._errors import ToolArgumentError, ToolError, ToolExecutionError, UsageError
 from ._executor import Executor
@@ -399,10 +402,12 @@ class _Run(RunScope):
     async def check(
         self, rnd: Round, decision: JoinerDecision, *, may_replan: bool
     ) -> JoinerDecision:
-        """The joiner's answer, checked (see :mod:`dagcall._checks`): an answer that is only
-        arithmetic is computed; one of the wrong kind, or with a number no result supports,
-        is shown to the joiner once more with what is wrong, and its second reply counts."""
-        decision = self.settle(rnd, decision)
+        """The joiner's answer, checked (see :mod:`dagcall._checks`).  While a replan is
+        allowed, an answer that is itself ``Replan(...)`` is taken as that replan, and a name
+        read from a text where a number was asked (and no result holds one) is what the next
+        plan looks the number up for.  An answer that is only arithmetic is computed; one of
+        the wrong kind, or with a number no result supports, is shown to the joiner once more
+        with what is wrong, and its second reply counts."""
         records = self.scheduler.records
         observations = [
             records[i].observation
@@ -410,6 +415,17 @@ class _Run(RunScope):
             for i in r.task_ids
             if records[i].status is TaskStatus.DONE
         ]
+        reason = nested_replan(decision.text) if may_replan else None
+        if reason is not None:
+            rnd.answer_checks.append("the answer was a Replan(...): taken as the replan")
+        elif may_replan:
+            reason = name_to_look_up(self.result.question, decision.text, observations)
+            if reason is not None:
+                rnd.answer_checks.append(f"the answer names what to look up: {reason}")
+        if reason is not None:
+            rnd.decision, rnd.replan_reason, rnd.answer = "replan", reason, None
+            return dataclasses.replace(decision, action="replan", text=reason)
+        decision = self.settle(rnd, decision)
         measured = [
             (rec.tool, rec.resolved_args or {}, number)
             for r in self.result.rounds
@@ -438,15 +454,30 @@ class _Run(RunScope):
 
     def settle(self, rnd: Round, decision: JoinerDecision) -> JoinerDecision:
         """``decision`` with an answer that is only arithmetic replaced by its value, when the
-        question asks for a number (not, say, for an expression that makes 24)."""
+        question asks for a number (not, say, for an expression that makes 24), and a negative
+        size of a difference made positive (see :meth:`size`)."""
         if expected_kind(self.result.question) != "number":
             return decision
         value = settle_expression(decision.text)
-        if value is None:
-            return decision
-        rnd.answer_checks.append(f"the answer {decision.text!r} was computed: {value}")
-        rnd.answer = value
-        return dataclasses.replace(decision, text=value)
+        if value is not None:
+            rnd.answer_checks.append(f"the answer {decision.text!r} was computed: {value}")
+            rnd.answer = value
+            decision = dataclasses.replace(decision, text=value)
+        size = self.size(rnd, decision.text)
+        return decision if size == decision.text else dataclasses.replace(decision, text=size)
+
+    def size(self, rnd: Round, answer: str) -> str:
+        """``answer``, made positive when it is a negative size of a difference ("how much
+        shorter is A than B"), which says so in the round's checks."""
+        size = size_of_difference(self.result.question, answer)
+        if size is None:
+            return answer
+        rnd.answer_checks.append(
+            f"the answer {answer!r} is negative, but the question asks how much one is more or "
+            f"less than the other, the size of the difference: {size}"
+        )
+        rnd.answer = size
+        return size
 
     def reuse(self, rnd: Round, hit: PlanHit) -> None:
         """Run a plan the plan cache instantiated for this question: no planner call."""
@@ -543,7 +574,8 @@ class _Run(RunScope):
             and answer_problem(self.result.question, output, ()) is not None
         ):
             return None  # a text where a number was asked: the joiner reads it (or replans)
-        return answer_text(output)
+        answer = answer_text(output)
+        return self.size(rnd, answer) if self.c.check_answers else answer
 
     def repeats(self, rnd: Round) -> bool:
         """Whether round ``rnd`` is a replan whose every call was already made in an earlier
