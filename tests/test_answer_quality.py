@@ -835,6 +835,8 @@ def test_a_yes_or_no_must_follow_the_two_numbers_either_side_of_than() -> None:
         # qualified comparisons ask more than an order
         ("Is Quillmere more than twice as old as Ostvale?", "Yes", YEARS),
         ("Is a Tesk kettle not cheaper than a Morrow rope?", "Yes", PRICES),
+        ("Which town lies farther south, Quillmere or Ostvale?", "Quillmere", YEARS),
+        ("Which is the most northerly, Quillmere or Ostvale?", "Quillmere", YEARS),
         (
             "Which costs less per kilogram, the Tesk kettle or the Morrow rope?",
             "Tesk kettle",
@@ -1045,3 +1047,20 @@ def test_a_name_read_from_a_text_where_a_number_was_asked_is_looked_up_next() ->
     ).run(asked)
     assert final.answer == "Ostvale"  # no replan left: the joiner is asked again, as before
     assert "asks for a number" in final.rounds[0].answer_checks[0]
+
+
+def test_an_answer_no_result_supports_is_shown_the_results_numbers() -> None:
+    joiner = ScriptedModel(
+        [
+            "Thought: About 1900.\nAction: Finish(1900)",
+            "Thought: Varnholt has 52300.\nAction: Finish(52300)",
+        ]
+    )
+    plan = '1. town_population("Varnholt")\n2. archive("Varnholt")\n3. join()\n<END_OF_PLAN>'
+    run = Compiler(planner_model=ScriptedModel([plan]), joiner_model=joiner, tools=TOOLS).run(
+        "How many people live in Varnholt?"
+    )
+    assert run.answer == "52300"
+    check = run.rounds[0].answer_checks[0]
+    assert check.endswith('The results\' numbers: town_population("Varnholt") = 52300.')
+    assert check in joiner.calls[1].messages[-1].content

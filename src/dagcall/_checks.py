@@ -349,7 +349,7 @@ _RANK = frozenset({"rank", "ranking", "position", "place", "seed", "standing"})
 _INVERSE = frozenset({"affordable", "economical", "inexpensive"})
 _NOT_CUES = re.compile(
     r"\b(?:at least|at most|no more|no less|not|never|\w+n't|twice|thrice|double|triple|"
-    r"half|times|percent|per|each|every)\b|\d|%",
+    r"half|times|percent|per|each|every|(?:north|south|east|west)(?:ern|erly|wards?)?)\b|\d|%",
     re.I,
 )
 # "How much shorter is A than B?", "by how much does A exceed B": the size of a difference,

@@ -426,15 +426,20 @@ class _Run(RunScope):
             rnd.decision, rnd.replan_reason, rnd.answer = "replan", reason, None
             return dataclasses.replace(decision, action="replan", text=reason)
         decision = self.settle(rnd, decision)
-        measured = [
-            (rec.tool, rec.resolved_args or {}, number)
+        numbered = [
+            (rec, number)
             for r in self.result.rounds
             for rec in (records[i] for i in r.task_ids)
             if (number := numeric_output(rec)) is not None
         ]
-        problem = answer_problem(
-            self.result.question, decision.text, observations
-        ) or comparison_problem(self.result.question, decision.text, measured)
+        measured = [(rec.tool, rec.resolved_args or {}, number) for rec, number in numbered]
+        problem = answer_problem(self.result.question, decision.text, observations)
+        if problem is not None and problem.startswith("The answer's number") and numbered:
+            shown = dict.fromkeys(
+                f"{safe_text(rec.call, 120)} = {answer_text(n)}" for rec, n in numbered
+            )
+            problem += f" The results' numbers: {'; '.join(list(shown)[:8])}."
+        problem = problem or comparison_problem(self.result.question, decision.text, measured)
         if problem is None:
             return decision
         rnd.answer_checks.append(problem)
