@@ -385,6 +385,20 @@ def test_a_number_no_result_supports_is_found() -> None:
     assert not grounded(12345, [52300, 35100], [])
 
 
+def test_a_round_number_is_not_an_answer_by_itself_but_a_scaled_result_is() -> None:
+    """A joiner with no temperature for one star answered 1000: a round number must be
+    supported like any other, while a result in another metric unit (7200 m as 7.2 km) or
+    as a percentage (0.42 as 42) still counts as that result."""
+    q = "How many kelvin hotter is the star Zephrel orbits than the star Ossuin?"
+    assert answer_problem(q, "1000", ["Brannoch", "7200"]) is not None
+    assert answer_problem(q, "100", ["Brannoch", "7200"]) is not None
+    assert answer_problem("How many are there?", "2", ["7200"]) is None  # a small count
+    assert grounded(7.2, [7200], [])
+    assert grounded(1600, [1.6], [])
+    assert grounded(42, [0.42], [])
+    assert not grounded(7.3, [7200], [])
+
+
 # -- the checks in a run -------------------------------------------------------------------
 
 PLAN = '1. town_population("Varnholt")\n2. town_population("Ostvale")\n3. join()\n<END_OF_PLAN>'
@@ -473,6 +487,50 @@ def test_in_the_last_round_failures_go_to_the_joiner() -> None:
     run = compiler.run("Name the population of Varnholt.")
     assert run.answer == "unknown"
     assert len(joiner.calls) == 1
+
+
+def _still_unsupported(max_replans: int) -> tuple[ScriptedModel, ScriptedModel, Compiler]:
+    bad = (
+        '1. town_population("Varnholt")\n2. town_population("population of Ostvale")\n'
+        "3. join()\n<END_OF_PLAN>"
+    )
+    good = '4. town_population("Ostvale")\n5. join()\n<END_OF_PLAN>'
+    planner = ScriptedModel([bad, good])
+    joiner = ScriptedModel(
+        [
+            "Thought: About that.\nAction: Finish(48213)",
+            "Thought: I stand by it.\nAction: Finish(48213)",
+            "Thought: Subtract.\nAction: Finish(17200)",
+        ]
+    )
+    compiler = Compiler(
+        planner_model=planner, joiner_model=joiner, tools=TOOLS, max_replans=max_replans
+    )
+    return planner, joiner, compiler
+
+
+def test_an_answer_still_unsupported_after_the_re_ask_replans_the_failed_calls() -> None:
+    """The joiner made a number up, was shown that no result supports it, and made it up
+    again, while a call it needed had failed with a hint: the failed call is replanned with
+    its error, instead of the made-up number standing."""
+    planner, _, compiler = _still_unsupported(max_replans=1)
+    run = compiler.run("How many more people live in Varnholt than in Ostvale?")
+    assert run.answer == "17200"
+    first = run.rounds[0]
+    assert first.decision == "replan"
+    assert first.answer is None
+    assert "still unsupported" in first.answer_checks[-1]
+    assert "pass a bare town name" in (first.replan_reason or "")
+    assert "pass a bare town name" in planner.calls[1].messages[-1].content
+    assert [c.role for c in run.usage] == ["planner", "joiner", "joiner", "planner", "joiner"]
+
+
+def test_in_the_last_round_the_re_asked_answer_stands() -> None:
+    _, joiner, compiler = _still_unsupported(max_replans=0)
+    run = compiler.run("How many more people live in Varnholt than in Ostvale?")
+    assert run.answer == "48213"
+    assert len(run.rounds) == 1
+    assert len(joiner.calls) == 2
 
 
 # -- the joiner's grammar ------------------------------------------------------------------

@@ -60,7 +60,11 @@ _VALUES = re.compile(
     re.I,
 )
 _LONE_NUMBER = re.compile(r"^\W*[-+]?\d[\d,]*(?:\.\d+)?\W*$")
-_FREE = {0.0, 1.0, 2.0, 3.0, 10.0, 100.0, 1000.0}
+# Answers no result needs to support (small counts), and the factors a result may be scaled
+# by (a percentage, a metric unit) and still count as that result.  A bare 100 or 1000 is
+# not free: a joiner that makes a number up reaches for a round one.
+_FREE = {0.0, 1.0, 2.0, 3.0}
+_SCALES = (100.0, 1000.0)
 # A question that lists its possible answers: an "Options:" (or "Choices:") line, then one
 # option a line, each perhaps marked "-", "*", "(A)", "A)" or "A.".
 _OPTIONS_HEAD = re.compile(r"^\s*(?:options|choices|candidates)\s*:\s*$", re.I | re.M)
@@ -171,12 +175,14 @@ def grounded(
     question_numbers: Iterable[float],
     values: Iterable[float] = (),
 ) -> bool:
-    """Whether ``value`` is (within 1%) a result's number, a number of the question, one
-    operation of two of them (+ - * /, either order, a percentage, a mean), the sum or mean
-    of three, or the sum or mean of any of ``values`` (the results that are one number each,
-    at most 10 of them)."""
+    """Whether ``value`` is (within 1%) a result's number, a number of the question, one of
+    them scaled by 100 or 1000 either way, one operation of two of them (+ - * /, either
+    order, a percentage, a mean), the sum or mean of three, or the sum or mean of any of
+    ``values`` (the results that are one number each, at most 10 of them)."""
     pool = list(dict.fromkeys([*results, *question_numbers]))
     if value in _FREE or any(_near(value, x) for x in pool):
+        return True
+    if any(_near(value, x * k) or _near(value, x / k) for x in pool for k in _SCALES):
         return True
     lone = list(dict.fromkeys(values))[:10]
     for size in range(2, len(lone) + 1):

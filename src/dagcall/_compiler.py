@@ -377,14 +377,18 @@ class _Run(RunScope):
         (``join("$M")``) and a call that answer needs failed with an error a new call can
         mend (the tool's own error or its arguments' -- not a timeout or a refusal), with
         those errors (the tools' hints); ``None`` otherwise (the joiner decides)."""
-        records = self.scheduler.records
         target = rnd.answer_task
-        if target is None or target not in records:
+        if target is None or target not in self.scheduler.records:
             return None
-        needed = self.inputs_of(target)
+        return self.mendable(sorted(self.inputs_of(target)))
+
+    def mendable(self, task_ids: Iterable[int]) -> str | None:
+        """The calls among ``task_ids`` that failed with an error a new call can mend, with
+        their errors, as a replan's reason; ``None`` when there are none."""
+        records = self.scheduler.records
         failed = [
             records[i]
-            for i in sorted(needed)
+            for i in task_ids
             if records[i].status is TaskStatus.FAILED
             and type(records[i].error) in (ToolError, ToolArgumentError, ToolExecutionError)
         ]
@@ -455,7 +459,18 @@ class _Run(RunScope):
         rnd.joiner_output = f"{first.rstrip()}\n\n{rnd.joiner_output}"
         if second.action == "replan" and not may_replan:
             return decision
-        return self.settle(rnd, second) if second.action == "finish" else second
+        if second.action != "finish":
+            return second
+        second = self.settle(rnd, second)
+        still = answer_problem(self.result.question, second.text, observations)
+        failed = self.mendable(rnd.task_ids) if still is not None and may_replan else None
+        if failed is None:
+            return second
+        # Told what was wrong, the joiner still could not answer from the results, and some
+        # of this round's calls failed with errors a new call can mend: mend them.
+        rnd.answer_checks.append(f"the answer is still unsupported, and calls failed: {failed}")
+        rnd.decision, rnd.replan_reason, rnd.answer = "replan", failed, None
+        return dataclasses.replace(second, action="replan", text=failed)
 
     def settle(self, rnd: Round, decision: JoinerDecision) -> JoinerDecision:
         """``decision`` with an answer that is only arithmetic replaced by its value, when the
