@@ -475,11 +475,11 @@ def comparison_problem(
         ends = [e for e, v in values.items() if v == best]
         if len(ends) != 1 or chosen[0] == ends[0]:
             return None
+        end = "highest" if up else "lowest"
         return (
-            f"The question asks for the {'highest' if up else 'lowest'} ({word!r}){note}: by the "
-            f"results "
-            f"{shown[ends[0]]} is the {'highest' if up else 'lowest'}, but the answer named "
-            f"{chosen[0][:80]} ({shown[chosen[0]]}). Answer with the one the results point to."
+            f"The question asks for the {end} ({word!r}){note}: by the results "
+            f"{shown[ends[0]]} is the {end}, but the answer named {chosen[0][:80]} "
+            f"({shown[chosen[0]]}). Answer with the one the results point to."
         )
     text = f" {_plain(question)} "
     if " than " not in text or " or " in text or not _YES_OR_NO.match(answer):

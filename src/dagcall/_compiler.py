@@ -413,12 +413,8 @@ class _Run(RunScope):
         the wrong kind, or with a number no result supports, is shown to the joiner once more
         with what is wrong, and its second reply counts."""
         records = self.scheduler.records
-        observations = [
-            records[i].observation
-            for r in self.result.rounds
-            for i in r.task_ids
-            if records[i].status is TaskStatus.DONE
-        ]
+        every = [records[i] for r in self.result.rounds for i in r.task_ids]
+        observations = [rec.observation for rec in every if rec.status is TaskStatus.DONE]
         reason = nested_replan(decision.text) if may_replan else None
         if reason is not None:
             rnd.answer_checks.append("the answer was a Replan(...): taken as the replan")
@@ -430,12 +426,7 @@ class _Run(RunScope):
             rnd.decision, rnd.replan_reason, rnd.answer = "replan", reason, None
             return dataclasses.replace(decision, action="replan", text=reason)
         decision = self.settle(rnd, decision)
-        numbered = [
-            (rec, number)
-            for r in self.result.rounds
-            for rec in (records[i] for i in r.task_ids)
-            if (number := numeric_output(rec)) is not None
-        ]
+        numbered = [(rec, number) for rec in every if (number := numeric_output(rec)) is not None]
         measured = [(rec.tool, rec.resolved_args or {}, number) for rec, number in numbered]
         problem = answer_problem(self.result.question, decision.text, observations)
         if problem is not None and problem.startswith("The answer's number") and numbered:
