@@ -487,3 +487,31 @@ def test_depot_runs_every_system_right_with_record_fields_resolved() -> None:
     assert 'delivery_days("Northgate", "Dunmarrow")' in steps
     turns = [json.loads(t) for t in parallel_turns(chain, run)]
     assert [len(t.get("tool_calls", [])) for t in turns] == [1, 1, 1, 0]
+
+
+def test_with_a_real_model_the_llm_math_tool_can_replace_the_calculator() -> None:
+    """``--toolworld-math llm``: the plans' arithmetic goes to the paper's math tool, whose
+    expression the same model writes (here a scripted model, told apart by its prompts)."""
+    question = toolworld_questions("atlas")[0]  # Varnholt + Quillmere
+
+    def reply(messages: list[Any]) -> str:
+        prompt = "\n".join(m.content for m in messages)
+        if prompt.startswith("Translate a math problem"):  # the math tool's own prompt
+            return "52300 + 26900"
+        if "Finish(" in prompt:  # the joiner's
+            return "Thought: Their sum.\nAction: Finish(79200)"
+        return (
+            '1. city_population("Varnholt")\n2. city_population("Quillmere")\n'
+            '3. math("the sum of the two populations", ["$1", "$2"])\njoin()<END_OF_PLAN>'
+        )
+
+    model = ScriptedModel(reply)
+    config = BenchConfig(model=model, limit=1, systems=("dagcall",), tool_latency_median=0)
+    config.toolworld_math = "llm"
+    (record,) = asyncio.run(run_toolworld(config, worlds=("atlas",)))
+    assert record.run is not None
+    calls = [t.tool for t in record.run.tasks]
+    assert calls == ["city_population", "city_population", "math"], record.run.tasks
+    assert record.run.tasks[2].output == 79200
+    assert record.question_id == f"atlas/{question.id}"
+    assert "tool" in [c.role for c in record.run.usage]  # the math model was called

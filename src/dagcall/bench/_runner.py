@@ -71,6 +71,9 @@ class BenchConfig:
     #: dagcall's planner examples with a real model where the workload has none of its own
     #: (Toolworld): chosen per question by an ExampleBank (True) or the built-in one (False).
     example_bank: bool = True
+    #: Toolworld's arithmetic tool with a real model: the bare ``"calculator"``, or ``"llm"``,
+    #: the paper's ``math(problem, context)`` in which the same model writes the expression.
+    toolworld_math: str = "calculator"
     #: dagcall's answer checks (``Compiler(check_answers=...)``).
     check_answers: bool = True
     #: Toolworld's worlds to run (``--world``); empty: every world.

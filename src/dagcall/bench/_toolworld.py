@@ -69,7 +69,7 @@ from dagcall import (
 
 from ..baselines import ParallelFunctionCallingAgent, ReActAgent
 from ..models import Message, ScriptedModel
-from ..tools import calculator
+from ..tools import calculator, math_tool
 from ._runner import BenchConfig, BenchRecord, record_of
 from ._simulate import WebLatency, with_latency
 from ._systems import _nth
@@ -715,7 +715,9 @@ def _tools_for(question: ToolworldQuestion, config: BenchConfig) -> list[BaseToo
     latency = WebLatency(median=config.tool_latency_median, seed=config.seed)
     tools: list[BaseTool] = []
     for t in toolworld_tools(question.world):
-        if t is calculator:
+        if t is calculator and config.toolworld_math == "llm" and config.model is not None:
+            tools.append(math_tool(config.model))
+        elif t is calculator:
             tools.append(t)
         else:
             tools.append(with_latency(t, latency, key=question.key, time_scale=config.scale))

@@ -1127,6 +1127,14 @@ def loadtest(
     "from the bank of worked patterns, or the one built-in example.",
 )
 @click.option(
+    "--toolworld-math",
+    type=click.Choice(["calculator", "llm"]),
+    default="calculator",
+    show_default=True,
+    help="Toolworld's arithmetic tool with a real model: the bare calculator(expression), or "
+    "the paper's math(problem, context), which the same model turns into an expression.",
+)
+@click.option(
     "--answer-checks/--no-answer-checks",
     default=True,
     show_default=True,
@@ -1157,6 +1165,7 @@ def bench(
     plan_cache: bool,
     worlds: tuple[str, ...],
     example_bank: bool,
+    toolworld_math: str,
     answer_checks: bool,
     ray_address: str | None,
 ) -> None:
@@ -1217,6 +1226,7 @@ def bench(
     config.ray = ray_address
     config.plan_cache = plan_cache
     config.example_bank = example_bank
+    config.toolworld_math = toolworld_math
     config.worlds = tuple(dict.fromkeys(worlds))
     config.check_answers = answer_checks
     err = _stderr()
