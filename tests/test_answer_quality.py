@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, TypedDict
 
 import pytest
@@ -1122,3 +1123,106 @@ def test_an_answer_no_result_supports_is_shown_the_results_numbers() -> None:
     check = run.rounds[0].answer_checks[0]
     assert check.endswith('The results\' numbers: town_population("Varnholt") = 52300.')
     assert check in joiner.calls[1].messages[-1].content
+
+
+# -- futile replans ------------------------------------------------------------------------
+
+BAD_PLAN = (
+    '1. town_population("Varnholt")\n2. town_population("population of Ostvale")\n'
+    "3. join()\n<END_OF_PLAN>"
+)
+REPLAN_FOR_HINT = "Thought: Task 2 failed.\nAction: Replan(look up Ostvale again)"
+FINISH_DIFF = "Thought: 52300 - 35100.\nAction: Finish(17200)"
+
+
+def _futile_run(
+    replans: list[str], joins: list[str], max_replans: int = 1
+) -> tuple[ScriptedModel, ScriptedModel, Any]:
+    planner = ScriptedModel([BAD_PLAN, *replans])
+    joiner = ScriptedModel(joins)
+    compiler = Compiler(
+        planner_model=planner, joiner_model=joiner, tools=TOOLS, max_replans=max_replans
+    )
+    run = compiler.run("How many more people live in Varnholt than in Ostvale?")
+    return planner, joiner, run
+
+
+def test_a_replan_that_repeats_a_failed_call_is_planned_again_without_the_joiner() -> None:
+    """The replanner repeated the call that had failed, unchanged: joining it can bring nothing,
+    so the planner is asked at once for other calls, with the error, and this extra plan is
+    granted even though the replan was the last one allowed."""
+    repeat = '4. town_population("population of Ostvale")\n5. join()\n<END_OF_PLAN>'
+    good = '6. town_population("Ostvale")\n7. join()\n<END_OF_PLAN>'
+    planner, _, run = _futile_run([repeat, good], [REPLAN_FOR_HINT, FINISH_DIFF])
+    assert run.answer == "17200"
+    assert [r.decision for r in run.rounds] == ["replan", "replan", "finish"]
+    futile = run.rounds[1]
+    assert futile.answer is None
+    assert "repeated what cannot work" in (futile.replan_reason or "")
+    assert "pass a bare town name" in (futile.replan_reason or "")
+    assert "repeated what cannot work" in planner.calls[2].messages[-1].content
+    assert [c.role for c in run.usage] == ["planner", "joiner", "planner", "planner", "joiner"]
+
+
+def test_a_replan_that_builds_on_a_failed_task_is_planned_again() -> None:
+    """A new plan whose only work needs a task that failed in an earlier round is as futile."""
+    on_failed = '4. calculator("$1 - $2")\n5. join()\n<END_OF_PLAN>'
+    good = '6. town_population("Ostvale")\n7. calculator("$1 - $6")\n8. join()\n<END_OF_PLAN>'
+    _, _, run = _futile_run([on_failed, good], [REPLAN_FOR_HINT, FINISH_DIFF])
+    assert run.answer == "17200"
+    reason = run.rounds[1].replan_reason or ""
+    assert "needs task 2" in reason
+    assert "none of the failed tasks' $N" in reason
+    assert run.task(7).status is TaskStatus.DONE
+
+
+def test_a_replan_with_a_new_call_goes_to_the_joiner() -> None:
+    """One new call next to the repeated failure may bring what the answer needs: joined."""
+    mixed = (
+        '4. town_population("population of Ostvale")\n5. archive("Ostvale population")\n'
+        "6. join()\n<END_OF_PLAN>"
+    )
+    unknown = "Thought: Not found.\nAction: Finish(unknown)"
+    planner, _, run = _futile_run([mixed], [REPLAN_FOR_HINT, unknown, unknown])
+    assert len(planner.calls) == 2
+    assert [c.role for c in run.usage][:4] == ["planner", "joiner", "planner", "joiner"]
+    assert not any("repeated what cannot work" in c for r in run.rounds for c in r.answer_checks)
+
+
+def test_a_futile_replan_earns_one_extra_plan_a_run_not_more() -> None:
+    """Repeated twice: the second futile plan, in the extended last round, is joined as usual
+    (the joiner then answers with what there is), so a stubborn planner cannot loop."""
+    repeat = '4. town_population("population of Ostvale")\n5. join()\n<END_OF_PLAN>'
+    again = '6. town_population("population of Ostvale")\n7. join()\n<END_OF_PLAN>'
+    unknown = "Thought: Ostvale is unknown.\nAction: Finish(unknown)"
+    planner, _, run = _futile_run([repeat, again], [REPLAN_FOR_HINT, unknown, unknown])
+    assert len(planner.calls) == 3
+    assert len(run.rounds) == 3
+    assert [c.role for c in run.usage][:5] == ["planner", "joiner", "planner", "planner", "joiner"]
+    assert not any("repeated what cannot work" in c for c in run.rounds[-1].answer_checks)
+    assert run.answer == "unknown"
+
+
+def test_a_timed_out_call_may_be_tried_again() -> None:
+    """A timeout is not a verdict on the call: repeating it is a fair replan."""
+    tries: list[str] = []
+
+    @tool(timeout=0.2)
+    async def slow_population(town: str) -> int:
+        """The number of people living in a town."""
+        tries.append(town)
+        if len(tries) == 1:
+            await asyncio.sleep(5)
+        return POPULATION[town.strip().lower()]
+
+    plan = '1. slow_population("Varnholt")\n2. join()\n<END_OF_PLAN>'
+    repeat = '3. slow_population("Varnholt")\n4. join()\n<END_OF_PLAN>'
+    planner = ScriptedModel([plan, repeat])
+    joiner = ScriptedModel(["Thought: It timed out.\nAction: Replan(try again)", FINISH_YES])
+    compiler = Compiler(
+        planner_model=planner, joiner_model=joiner, tools=[slow_population], max_replans=1
+    )
+    run = compiler.run("Is Varnholt home to more than 50000 people?")
+    assert run.answer == "yes"
+    assert len(planner.calls) == 2
+    assert tries == ["Varnholt", "Varnholt"]

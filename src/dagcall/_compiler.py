@@ -23,7 +23,13 @@ from ._checks import (
     settle_expression,
     size_of_difference,
 )
-from ._errors import ToolArgumentError, ToolError, ToolExecutionError, UsageError
+from ._errors import (
+    ToolArgumentError,
+    ToolError,
+    ToolExecutionError,
+    ToolTimeoutError,
+    UsageError,
+)
 from ._executor import Executor
 from ._exemplars import ExampleBank
 from ._joiner import Joiner, JoinerDecision, answer_text, asks_for_words
@@ -310,7 +316,10 @@ class _Run(RunScope):
     async def body(self) -> None:
         reason = ""
         last = self.c.max_replans
-        for index in range(last + 1):
+        extended = False  # the one plan a futile last replan earns (see futile)
+        index = -1
+        while index < last:
+            index += 1
             rnd = Round(index=index)
             self.round = index
             self.result.rounds.append(rnd)
@@ -341,6 +350,15 @@ class _Run(RunScope):
                 self.result.stop_reason = StopReason.FINISH
                 self.learn()
                 return
+            futile = self.futile(rnd) if self.c.check_answers else None
+            if futile is not None and index == last and not extended:
+                last, extended = last + 1, True  # once a run, and not counted as a replan
+            if futile is not None and index < last:  # nothing to join: plan again at once
+                rnd.answer_checks.append(futile)
+                rnd.decision = "replan"
+                rnd.replan_reason = reason = futile
+                self.emit("round_end")
+                continue
             may_replan = index < last
             if self.c.check_answers and may_replan and self.repeats(rnd):
                 may_replan = False  # the replan only asked again for what was there
@@ -599,6 +617,53 @@ class _Run(RunScope):
         }
         return all(
             records[i].reused_from is not None or records[i].call in earlier for i in rnd.task_ids
+        )
+
+    def futile(self, rnd: Round) -> str | None:
+        """Why replan ``rnd`` could bring nothing new, as the next plan's reason: some of its
+        calls repeat unchanged a call that failed in an earlier round (other than by a
+        timeout), or need an earlier task that failed or was skipped, and each of its other
+        calls was made before or needs one of those; ``None`` otherwise (and for a first
+        plan).  Task ids run on across rounds, so the same call text is the same call."""
+        if rnd.index == 0 or not rnd.task_ids:
+            return None
+        records = self.scheduler.records
+        earlier = [
+            records[i] for r in self.result.rounds if r.index < rnd.index for i in r.task_ids
+        ]
+        made = {r.call for r in earlier}
+        broken = {
+            r.id: r
+            for r in earlier
+            if r.status in (TaskStatus.FAILED, TaskStatus.SKIPPED)
+            and not isinstance(r.error, ToolTimeoutError)
+        }
+        failed_calls = {r.call: r for r in broken.values() if r.status is TaskStatus.FAILED}
+        why: list[str] = []
+        doomed: set[int] = set()
+        for i in rnd.task_ids:
+            rec = records[i]
+            before = failed_calls.get(rec.call)
+            needs = [broken[d] for d in rec.deps if d in broken]
+            if before is not None:
+                error = safe_text(before.observation, 300)
+                why.append(f"{safe_text(rec.call, 200)} failed before: {error}")
+            elif needs:
+                why.append(
+                    f"{safe_text(rec.call, 200)} needs task {needs[0].id}, "
+                    f"{safe_text(needs[0].call, 200)}, which did not finish: "
+                    f"{safe_text(needs[0].observation, 300)}"
+                )
+            if before is not None or needs or any(d in doomed for d in rec.deps):
+                doomed.add(i)
+            elif rec.call not in made and rec.reused_from is None:
+                return None  # a new call: the joiner may find what it brought
+        if not why:
+            return None
+        return (
+            f"The new plan repeated what cannot work: {'; '.join(why[:5])}. Plan other calls: "
+            "use the names and values the results give, the arguments the errors ask for, and "
+            "none of the failed tasks' $N."
         )
 
     def inputs_of(self, target: int) -> set[int]:
