@@ -19,6 +19,7 @@ from dagcall._checks import (
     nested_replan,
     settle_expression,
     size_of_difference,
+    unasked_factor,
 )
 from dagcall._grammar import joiner_grammar
 from dagcall._plan import parse_plan
@@ -524,6 +525,50 @@ def test_an_answer_still_unsupported_after_the_re_ask_replans_the_failed_calls()
     assert "pass a bare town name" in (first.replan_reason or "")
     assert "pass a bare town name" in planner.calls[1].messages[-1].content
     assert [c.role for c in run.usage] == ["planner", "joiner", "joiner", "planner", "joiner"]
+
+
+def test_an_expression_the_calculator_refused_is_mended_like_a_tool_error() -> None:
+    """The calculator's own error (a subclass of ToolError) says how to mend the call."""
+
+    @tool
+    def town_record(town: str) -> dict[str, object]:
+        """A town's record: its name and population."""
+        return {"town": town, "population": POPULATION[town.strip().lower()]}
+
+    bad = '1. town_record("Varnholt")\n2. calculator("$1 - 35100")\n3. join()\n<END_OF_PLAN>'
+    good = '4. calculator("$1.population - 35100")\n5. join()\n<END_OF_PLAN>'
+    planner = ScriptedModel([bad, good])
+    made_up = "Thought: About that.\nAction: Finish(48213)"
+    joiner = ScriptedModel([made_up, made_up, "Thought: Done.\nAction: Finish(17200)"])
+    compiler = Compiler(
+        planner_model=planner, joiner_model=joiner, tools=[town_record, calculator], max_replans=1
+    )
+    run = compiler.run("How many more people live in Varnholt than the 35100 of Ostvale?")
+    assert run.answer == "17200"
+    assert "still unsupported" in run.rounds[0].answer_checks[-1]
+    assert "$1.population" in (run.rounds[0].replan_reason or "")
+
+
+def test_a_timed_out_call_is_not_mended_by_a_replan() -> None:
+    @tool(timeout=0.1)
+    async def slow_population(town: str) -> int:
+        """The number of people living in a town."""
+        await asyncio.sleep(5)
+        return 0
+
+    plan = '1. slow_population("Varnholt")\n2. join()\n<END_OF_PLAN>'
+    made_up = "Thought: About that.\nAction: Finish(48213)"
+    joiner = ScriptedModel([made_up, made_up])
+    compiler = Compiler(
+        planner_model=ScriptedModel([plan]),
+        joiner_model=joiner,
+        tools=[slow_population],
+        max_replans=1,
+    )
+    run = compiler.run("How many people live in Varnholt?")
+    assert run.answer == "48213"
+    assert len(run.rounds) == 1
+    assert not any("still unsupported" in c for c in run.rounds[0].answer_checks)
 
 
 def test_in_the_last_round_the_re_asked_answer_stands() -> None:
@@ -1226,3 +1271,80 @@ def test_a_timed_out_call_may_be_tried_again() -> None:
     assert run.answer == "yes"
     assert len(planner.calls) == 2
     assert tries == ["Varnholt", "Varnholt"]
+
+
+# -- units converted unasked ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("question", "call", "factor"),
+    [
+        ("How heavy is a kettle, in kilograms?", 'calculator("$1.weight_kg * 1000")', 1000.0),
+        ("How heavy is a kettle?", 'calculator("1000*$1")', 1000.0),
+        ("How heavy is a kettle?", 'calculator("($1 - $2) / (1e6)")', 1e6),
+        ("How heavy is a kettle?", 'calculator("$1 * 100.0")', 100.0),
+        ("By what percent did it grow?", 'calculator("($2 - $1) / $1 * 100")', None),
+        ("What share of 1000 seats is it?", 'calculator("$1 / 1000")', None),
+        ("How many thousand people live there?", 'calculator("$1 / 1000")', None),
+        ("How heavy are 3 kettles?", 'calculator("$1 * 3")', None),
+        ("How heavy is a kettle?", 'calculator("$1 * 10")', None),
+        ("How heavy is a kettle?", 'calculator("$1 * 1000.5")', None),
+        ("How heavy is a kettle?", 'calculator("21000 + $1")', None),
+        ("How heavy is a kettle?", 'calculator("1000 * 2")', None),  # no result in it
+    ],
+)
+def test_unasked_factor(question: str, call: str, factor: float | None) -> None:
+    assert unasked_factor(question, call) == factor
+
+
+@tool
+def kettle(product: str) -> dict[str, object]:
+    """A product's record: its name and weight in kilograms."""
+    return {"product": product, "weight_kg": 1.6}
+
+
+SCALED_PLAN = (
+    '1. kettle("Tesk kettle")\n2. calculator("$1.weight_kg * 1000")\n3. join("$2")\n<END_OF_PLAN>'
+)
+
+
+def _scaled_run(question: str, replies: list[str]) -> tuple[ScriptedModel, Any]:
+    joiner = ScriptedModel(replies)
+    compiler = Compiler(
+        planner_model=ScriptedModel([SCALED_PLAN]),
+        joiner_model=joiner,
+        tools=[kettle, calculator],
+        max_replans=0,
+    )
+    return joiner, compiler.run(question)
+
+
+def test_a_result_scaled_unasked_is_not_elided_and_the_joiner_looks_again() -> None:
+    joiner, run = _scaled_run(
+        "How much does a Tesk kettle weigh, in kilograms?",
+        [
+            "Thought: Task 2 gives 1600.\nAction: Finish(1600)",
+            "Thought: The record gives 1.6 kg.\nAction: Finish(1.6)",
+        ],
+    )
+    assert run.answer == "1.6"
+    assert not run.rounds[0].joiner_elided
+    assert len(joiner.calls) == 2
+    assert "scales a result by 1000" in run.rounds[0].answer_checks[0]
+    assert "scales a result by 1000" in joiner.calls[1].messages[-1].content
+
+
+def test_a_unit_the_question_asks_for_stands_when_the_joiner_keeps_it() -> None:
+    joiner, run = _scaled_run(
+        "How many grams does a Tesk kettle weigh?",
+        ["Thought: 1.6 kg.\nAction: Finish(1600)", "Thought: Grams.\nAction: Finish(1600)"],
+    )
+    assert run.answer == "1600"
+    assert len(joiner.calls) == 2
+
+
+def test_a_factor_the_question_names_is_elided_as_usual() -> None:
+    joiner, run = _scaled_run("How many thousand grams does a Tesk kettle weigh?", [])
+    assert run.answer == "1600"
+    assert run.rounds[0].joiner_elided
+    assert joiner.calls == []

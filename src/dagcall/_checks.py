@@ -27,6 +27,7 @@ __all__ = [
     "nested_replan",
     "settle_expression",
     "size_of_difference",
+    "unasked_factor",
 ]
 
 AnswerKind = Literal["yesno", "choice", "number"]
@@ -288,6 +289,46 @@ def answer_problem(question: str, answer: str, observations: Iterable[str]) -> s
                 f"The answer's number {numbers[0]:g} is in no result and follows from none "
                 "of them: answer with a number the results give."
             )
+    return None
+
+
+# A result multiplied or divided by a power of ten written in a call's argument
+# ("$1.weight_kg * 1000", "1000 * $2", "$3 / 1e6"): small models convert units unasked.
+_FACTOR = re.compile(
+    r"(?:[*/]\s*\(?\s*(?P<after>1(?:0{2,})(?:\.0*)?|1e\+?\d+)(?![\w.]))"
+    r"|(?:(?<![\w.])(?P<before>1(?:0{2,})(?:\.0*)?|1e\+?\d+)\s*\)?\s*\*)",
+    re.I,
+)
+_REFERENCE = re.compile(r"\$\{?\d+")
+# The words that ask for each factor in a question.
+_FACTOR_WORDS = {
+    100.0: re.compile(r"%|\bper\s*cents?\b|\bpercent(?:age)?s?\b|\bhundreds?\b", re.I),
+    1000.0: re.compile(r"\bthousands?\b|\bper\s*mille\b|\u2030", re.I),
+    1e6: re.compile(r"\bmillions?\b", re.I),
+    1e9: re.compile(r"\bbillions?\b", re.I),
+}
+
+
+def unasked_factor(question: str, call: str) -> float | None:
+    """The power of ten (100 or more) by which ``call``, a tool call over earlier results
+    (with a ``$N`` in it), multiplies or divides one, when the question neither writes that
+    number nor names it (percent, thousand, million, ...); ``None`` otherwise.  A unit the
+    question asks for may need such a factor, so this is a reason to look again, not a
+    verdict."""
+    if not _REFERENCE.search(call):
+        return None
+    asked = {abs(n) for n in _numbers(question)}
+    for m in _FACTOR.finditer(call):
+        try:
+            factor = float(m.group("after") or m.group("before"))
+        except ValueError:  # pragma: no cover - the pattern only matches numbers
+            continue
+        if factor in asked:
+            continue
+        words = _FACTOR_WORDS.get(factor)
+        if words is not None and words.search(question):
+            continue
+        return factor
     return None
 
 

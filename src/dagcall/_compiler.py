@@ -22,11 +22,12 @@ from ._checks import (
     nested_replan,
     settle_expression,
     size_of_difference,
+    unasked_factor,
 )
 from ._errors import (
-    ToolArgumentError,
+    ApprovalError,
+    DependencyError,
     ToolError,
-    ToolExecutionError,
     ToolTimeoutError,
     UsageError,
 )
@@ -52,6 +53,10 @@ from ._toolsets import Toolbox, Toolset
 from .models import Message, Model, resolve_model
 
 __all__ = ["Compiler"]
+
+#: Tool errors a new call cannot mend by other arguments: a timeout (the call may simply be
+#: tried again), a denied approval, an input that did not finish.
+_UNMENDABLE = (ToolTimeoutError, ApprovalError, DependencyError)
 
 
 class Compiler:
@@ -401,14 +406,17 @@ class _Run(RunScope):
         return self.mendable(sorted(self.inputs_of(target)))
 
     def mendable(self, task_ids: Iterable[int]) -> str | None:
-        """The calls among ``task_ids`` that failed with an error a new call can mend, with
-        their errors, as a replan's reason; ``None`` when there are none."""
+        """The calls among ``task_ids`` that failed with an error a new call can mend (a
+        tool's own error, a bad argument, an expression the calculator refused: any
+        :class:`ToolError` but a timeout, a denied approval or a failed input), with their
+        errors, as a replan's reason; ``None`` when there are none."""
         records = self.scheduler.records
         failed = [
             records[i]
             for i in task_ids
             if records[i].status is TaskStatus.FAILED
-            and type(records[i].error) in (ToolError, ToolArgumentError, ToolExecutionError)
+            and isinstance(records[i].error, ToolError)
+            and not isinstance(records[i].error, _UNMENDABLE)
         ]
         if not failed:
             return None
@@ -453,6 +461,7 @@ class _Run(RunScope):
             )
             problem += f" The results' numbers: {'; '.join(list(shown)[:8])}."
         problem = problem or comparison_problem(self.result.question, decision.text, measured)
+        problem = problem or self.scaled(decision.text)
         if problem is None:
             return decision
         rnd.answer_checks.append(problem)
@@ -590,8 +599,13 @@ class _Run(RunScope):
             return None
         if any(records[i].status is not TaskStatus.DONE for i in rnd.task_ids):
             return None
-        if not set(rnd.task_ids) <= self.inputs_of(target):
+        inputs = self.inputs_of(target)
+        if not set(rnd.task_ids) <= inputs:
             return None  # a result the answer does not use: the plan may have stopped short
+        if self.c.check_answers and any(
+            unasked_factor(self.result.question, records[i].call) is not None for i in inputs
+        ):
+            return None  # a unit converted unasked, perhaps: the joiner looks (see scaled)
         output = records[target].output
         if not isinstance(output, str | int | float) or isinstance(output, bool):
             return None  # a record, a list, yes/no: the joiner words the answer from it
@@ -605,6 +619,29 @@ class _Run(RunScope):
             return None  # a text where a number was asked: the joiner reads it (or replans)
         answer = answer_text(output)
         return self.size(rnd, answer) if self.c.check_answers else answer
+
+    def scaled(self, answer: str) -> str | None:
+        """Why ``answer`` needs a second look when it is the result of a task of the run that
+        scaled a result by a power of ten the question does not ask for (see
+        :func:`~dagcall._checks.unasked_factor`), as the sentence the joiner is shown;
+        ``None`` otherwise."""
+        try:
+            value = float(answer.strip().replace(",", ""))
+        except ValueError:
+            return None
+        for rec in self.scheduler.records.values():
+            number = numeric_output(rec)
+            if number is None or abs(number - value) > 1e-9 * max(1.0, abs(value)):
+                continue
+            factor = unasked_factor(self.result.question, rec.call)
+            if factor is not None:
+                return (
+                    f"The answer {answer.strip()[:40]} is task {rec.id}'s result, "
+                    f"{safe_text(rec.call, 200)}, which scales a result by {factor:g}, a factor "
+                    "the question does not ask for: unless the question asks for other units "
+                    "than the results give, answer with the results' own number."
+                )
+        return None
 
     def repeats(self, rnd: Round) -> bool:
         """Whether round ``rnd`` is a replan whose every call was already made in an earlier
