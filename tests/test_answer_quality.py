@@ -1348,3 +1348,57 @@ def test_a_factor_the_question_names_is_elided_as_usual() -> None:
     assert run.answer == "1600"
     assert run.rounds[0].joiner_elided
     assert joiner.calls == []
+
+
+# -- pointers past a failed call ------------------------------------------------------------
+
+STARS = {"ossuin": 3900, "brannoch": 7200}
+
+
+@tool
+def host_star(planet: str) -> str:
+    """The star a planet orbits."""
+    if planet.strip().lower() != "zephrel":
+        raise ToolError(f"unknown planet {planet!r}; pass a bare planet name such as 'Zephrel'")
+    return "Brannoch"
+
+
+@tool
+def star_temperature(star: str) -> int:
+    """A star's surface temperature in kelvin."""
+    return STARS[star.strip().lower()]
+
+
+def test_a_rejected_argument_the_question_names_for_another_tool_is_pointed_there() -> None:
+    plan = (
+        '1. host_star("Zephrel")\n2. host_star("Ossuin")\n3. star_temperature("$1")\n'
+        '4. star_temperature("$2")\n5. calculator("$3 - $4")\n6. join("$5")\n<END_OF_PLAN>'
+    )
+    fixed = '7. star_temperature("Ossuin")\n8. calculator("$3 - $7")\n9. join("$8")\n<END_OF_PLAN>'
+    planner = ScriptedModel([plan, fixed])
+    compiler = Compiler(
+        planner_model=planner,
+        joiner_model=ScriptedModel([]),
+        tools=[host_star, star_temperature, archive, calculator],
+        max_replans=1,
+    )
+    run = compiler.run("How many kelvin hotter is the star Zephrel orbits than the star Ossuin?")
+    assert run.answer == "3300"
+    reason = run.rounds[0].replan_reason or ""
+    assert "the question calls Ossuin a star: star_temperature(star) takes one" in reason
+    assert "tools not called yet: archive(query)" in reason
+    assert "star_temperature(star) takes one" in planner.calls[1].messages[-1].content
+
+
+def test_no_pointer_when_the_question_names_nothing_for_another_tool() -> None:
+    plan = '1. host_star("Ossuin")\n2. star_temperature("$1")\n3. join("$2")\n<END_OF_PLAN>'
+    compiler = Compiler(
+        planner_model=ScriptedModel([plan, plan]),
+        joiner_model=ScriptedModel(["Thought: Unknown.\nAction: Finish(unknown)"] * 3),
+        tools=[host_star, star_temperature],
+        max_replans=1,
+    )
+    run = compiler.run("What is the temperature of the star that Ossuin orbits?")
+    reason = run.rounds[0].replan_reason or ""
+    assert "failed" in reason
+    assert "Note:" not in reason

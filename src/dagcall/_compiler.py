@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import re
 from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from contextlib import aclosing
 from typing import Any
@@ -43,6 +44,7 @@ from ._result import (
     RunEvent,
     RunResult,
     StopReason,
+    TaskRecord,
     TaskStatus,
     numeric_output,
     safe_text,
@@ -426,8 +428,39 @@ class _Run(RunScope):
         )
         return (
             f"{listed}. Call again what the answer needs, with the arguments the errors ask "
-            "for; do not repeat a failed call unchanged."
+            f"for; do not repeat a failed call unchanged.{self.hints(failed)}"
         )
+
+    def hints(self, failed: Sequence[TaskRecord]) -> str:
+        """Pointers past ``failed`` calls for a replan's reason (``""`` when there are none,
+        else a sentence with a leading space): an argument a tool rejected that the question
+        names by another tool's parameter ("the star Ossuin": ``star_temperature(star)``
+        takes one), and, among a few tools, those the run has not called yet."""
+        tools = self.c.planning.tools
+        question = self.result.question
+        found: list[str] = []
+        for rec in failed:
+            for value in (rec.resolved_args or {}).values():
+                if not isinstance(value, str) or not 0 < len(value.strip()) <= 80:
+                    continue
+                named = re.search(rf"\b(\w+)\s+{re.escape(value.strip())}\b", question, re.I)
+                word = named.group(1).lower() if named else ""
+                for t in tools.values():
+                    if t.name != rec.tool and word in (p.lower() for p in t.parameter_names):
+                        found.append(
+                            f"the question calls {safe_text(value.strip(), 80)} a {word}: "
+                            f"{t.name}({', '.join(t.parameter_names)}) takes one"
+                        )
+                        break
+        called = {r.tool for r in self.scheduler.records.values()}
+        untried = [
+            f"{t.name}({', '.join(t.parameter_names)})"
+            for t in tools.values()
+            if t.name not in called
+        ]
+        if untried and len(untried) <= 6:
+            found.append(f"tools not called yet: {', '.join(untried)}")
+        return f" Note: {'; '.join(dict.fromkeys(found))}." if found else ""
 
     async def check(
         self, rnd: Round, decision: JoinerDecision, *, may_replan: bool
@@ -700,7 +733,7 @@ class _Run(RunScope):
         return (
             f"The new plan repeated what cannot work: {'; '.join(why[:5])}. Plan other calls: "
             "use the names and values the results give, the arguments the errors ask for, and "
-            "none of the failed tasks' $N."
+            f"none of the failed tasks' $N.{self.hints(list(failed_calls.values()))}"
         )
 
     def inputs_of(self, target: int) -> set[int]:
