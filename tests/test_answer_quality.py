@@ -1385,9 +1385,24 @@ def test_a_rejected_argument_the_question_names_for_another_tool_is_pointed_ther
     run = compiler.run("How many kelvin hotter is the star Zephrel orbits than the star Ossuin?")
     assert run.answer == "3300"
     reason = run.rounds[0].replan_reason or ""
-    assert "the question calls Ossuin a star: star_temperature(star) takes one" in reason
-    assert "tools not called yet: archive(query)" in reason
-    assert "star_temperature(star) takes one" in planner.calls[1].messages[-1].content
+    assert 'the question calls Ossuin a star, so call star_temperature("Ossuin")' in reason
+    assert "tools not called yet" not in reason  # the pointer says more
+    assert 'call star_temperature("Ossuin")' in planner.calls[1].messages[-1].content
+
+
+def test_a_failed_call_with_no_pointer_lists_the_tools_not_called_yet() -> None:
+    bad = '1. town_population("population of Ostvale")\n2. join("$1")\n<END_OF_PLAN>'
+    good = '3. town_population("Ostvale")\n4. join("$3")\n<END_OF_PLAN>'
+    compiler = Compiler(
+        planner_model=ScriptedModel([bad, good]),
+        joiner_model=ScriptedModel([]),
+        tools=TOOLS,
+        max_replans=1,
+    )
+    run = compiler.run("What is the population of Ostvale?")
+    assert run.answer == "35100"
+    reason = run.rounds[0].replan_reason or ""
+    assert "tools not called yet: mayor_of(town), archive(query), calculator(expression)" in reason
 
 
 def test_no_pointer_when_the_question_names_nothing_for_another_tool() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import re
 from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from contextlib import aclosing
@@ -434,8 +435,9 @@ class _Run(RunScope):
     def hints(self, failed: Sequence[TaskRecord]) -> str:
         """Pointers past ``failed`` calls for a replan's reason (``""`` when there are none,
         else a sentence with a leading space): an argument a tool rejected that the question
-        names by another tool's parameter ("the star Ossuin": ``star_temperature(star)``
-        takes one), and, among a few tools, those the run has not called yet."""
+        names by another tool's parameter ("the star Ossuin": call
+        ``star_temperature("Ossuin")``), or else, among a few tools, those the run has not
+        called yet."""
         tools = self.c.planning.tools
         question = self.result.question
         found: list[str] = []
@@ -446,19 +448,27 @@ class _Run(RunScope):
                 named = re.search(rf"\b(\w+)\s+{re.escape(value.strip())}\b", question, re.I)
                 word = named.group(1).lower() if named else ""
                 for t in tools.values():
-                    if t.name != rec.tool and word in (p.lower() for p in t.parameter_names):
-                        found.append(
-                            f"the question calls {safe_text(value.strip(), 80)} a {word}: "
-                            f"{t.name}({', '.join(t.parameter_names)}) takes one"
-                        )
-                        break
+                    names = [p.lower() for p in t.parameter_names]
+                    if t.name == rec.tool or word not in names:
+                        continue
+                    shown = json.dumps(value.strip(), ensure_ascii=False)
+                    call = (
+                        f"{t.name}({shown})"
+                        if len(names) == 1
+                        else f"{t.name}({t.parameter_names[names.index(word)]}={shown}, ...)"
+                    )
+                    found.append(
+                        f"the question calls {safe_text(value.strip(), 80)} a {word}, "
+                        f"so call {safe_text(call, 200)}"
+                    )
+                    break
         called = {r.tool for r in self.scheduler.records.values()}
         untried = [
             f"{t.name}({', '.join(t.parameter_names)})"
             for t in tools.values()
             if t.name not in called
         ]
-        if untried and len(untried) <= 6:
+        if not found and untried and len(untried) <= 6:
             found.append(f"tools not called yet: {', '.join(untried)}")
         return f" Note: {'; '.join(dict.fromkeys(found))}." if found else ""
 
