@@ -1417,3 +1417,20 @@ def test_no_pointer_when_the_question_names_nothing_for_another_tool() -> None:
     reason = run.rounds[0].replan_reason or ""
     assert "failed" in reason
     assert "Note:" not in reason
+
+
+def test_an_unsupported_number_is_answered_again_as_arithmetic_and_computed() -> None:
+    """Told its number follows from no result, a joiner that cannot subtract may write the
+    subtraction: it is computed."""
+    joiner = ScriptedModel(
+        [
+            "Thought: 52300 - 35100 is about 17000.\nAction: Finish(17000)",
+            "Thought: Subtract.\nAction: Finish(52300 - 35100)",
+        ]
+    )
+    compiler = Compiler(
+        planner_model=ScriptedModel([PLAN]), joiner_model=joiner, tools=TOOLS, max_replans=0
+    )
+    run = compiler.run("How many more people live in Varnholt than in Ostvale?")
+    assert run.answer == "17200"
+    assert "the arithmetic itself" in joiner.calls[1].messages[-1].content

@@ -287,7 +287,9 @@ def answer_problem(question: str, answer: str, observations: Iterable[str]) -> s
         ):
             return (
                 f"The answer's number {numbers[0]:g} is in no result and follows from none "
-                "of them: answer with a number the results give."
+                "of them: answer with a number the results give, or, when the answer is "
+                "computed from them, with the arithmetic itself over the results' numbers "
+                "(as in Finish(A - B) with their values), which is worked out for you."
             )
     return None
 
