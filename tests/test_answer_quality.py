@@ -1434,3 +1434,29 @@ def test_an_unsupported_number_is_answered_again_as_arithmetic_and_computed() ->
     run = compiler.run("How many more people live in Varnholt than in Ostvale?")
     assert run.answer == "17200"
     assert "the arithmetic itself" in joiner.calls[1].messages[-1].content
+
+
+def test_a_repeated_call_that_now_succeeds_is_joined() -> None:
+    """A flaky tool failed once and worked when the replan called it again unchanged: the
+    round is joined, not judged futile by its call text."""
+    tries: list[str] = []
+
+    @tool
+    def flaky_population(town: str) -> int:
+        """The number of people living in a town."""
+        tries.append(town)
+        if len(tries) == 1:
+            raise ToolError("the registry is busy; try again")
+        return POPULATION[town.strip().lower()]
+
+    plan = '1. flaky_population("Varnholt")\n2. join()\n<END_OF_PLAN>'
+    repeat = '3. flaky_population("Varnholt")\n4. join()\n<END_OF_PLAN>'
+    planner = ScriptedModel([plan, repeat])
+    joiner = ScriptedModel(["Thought: It failed.\nAction: Replan(try again)", FINISH_YES])
+    compiler = Compiler(
+        planner_model=planner, joiner_model=joiner, tools=[flaky_population], max_replans=1
+    )
+    run = compiler.run("Is Varnholt home to more than 50000 people?")
+    assert run.answer == "yes"
+    assert len(planner.calls) == 2
+    assert not any("repeated what cannot work" in c for r in run.rounds for c in r.answer_checks)

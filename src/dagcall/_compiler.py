@@ -702,9 +702,10 @@ class _Run(RunScope):
     def futile(self, rnd: Round) -> str | None:
         """Why replan ``rnd`` could bring nothing new, as the next plan's reason: some of its
         calls repeat unchanged a call that failed in an earlier round (other than by a
-        timeout), or need an earlier task that failed or was skipped, and each of its other
-        calls was made before or needs one of those; ``None`` otherwise (and for a first
-        plan).  Task ids run on across rounds, so the same call text is the same call."""
+        timeout) and failed again, or need an earlier task that failed or was skipped, and
+        each of its other calls was made before or needs one of those; ``None`` otherwise
+        (and for a first plan).  Task ids run on across rounds, so the same call text is the
+        same call."""
         if rnd.index == 0 or not rnd.task_ids:
             return None
         records = self.scheduler.records
@@ -723,7 +724,8 @@ class _Run(RunScope):
         doomed: set[int] = set()
         for i in rnd.task_ids:
             rec = records[i]
-            before = failed_calls.get(rec.call)
+            # A repeated call that has now succeeded (a flaky tool) was worth repeating.
+            before = failed_calls.get(rec.call) if rec.status is not TaskStatus.DONE else None
             needs = [broken[d] for d in rec.deps if d in broken]
             if before is not None:
                 error = safe_text(before.observation, 300)
