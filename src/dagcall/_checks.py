@@ -321,10 +321,7 @@ def unasked_factor(question: str, call: str) -> float | None:
         return None
     asked = {abs(n) for n in _numbers(question)}
     for m in _FACTOR.finditer(call):
-        try:
-            factor = float(m.group("after") or m.group("before"))
-        except ValueError:  # pragma: no cover - the pattern only matches numbers
-            continue
+        factor = float(m.group("after") or m.group("before"))  # the pattern matches numbers
         if factor in asked:
             continue
         words = _FACTOR_WORDS.get(factor)

@@ -324,7 +324,6 @@ class _Run(RunScope):
     async def body(self) -> None:
         reason = ""
         last = self.c.max_replans
-        extended = False  # the one plan a futile last replan earns (see futile)
         index = -1
         while index < last:
             index += 1
@@ -359,8 +358,8 @@ class _Run(RunScope):
                 self.learn()
                 return
             futile = self.futile(rnd) if self.c.check_answers else None
-            if futile is not None and index == last and not extended:
-                last, extended = last + 1, True  # once a run, and not counted as a replan
+            if futile is not None and index == last == self.c.max_replans:
+                last += 1  # the one plan a futile last replan earns, once a run
             if futile is not None and index < last:  # nothing to join: plan again at once
                 rnd.answer_checks.append(futile)
                 rnd.decision = "replan"
@@ -504,7 +503,7 @@ class _Run(RunScope):
             )
             problem += f" The results' numbers: {'; '.join(list(shown)[:8])}."
         problem = problem or comparison_problem(self.result.question, decision.text, measured)
-        problem = problem or self.scaled(decision.text)
+        problem = problem or self.scaled(decision.text, numbered)
         if problem is None:
             return decision
         rnd.answer_checks.append(problem)
@@ -663,18 +662,17 @@ class _Run(RunScope):
         answer = answer_text(output)
         return self.size(rnd, answer) if self.c.check_answers else answer
 
-    def scaled(self, answer: str) -> str | None:
-        """Why ``answer`` needs a second look when it is the result of a task of the run that
-        scaled a result by a power of ten the question does not ask for (see
-        :func:`~dagcall._checks.unasked_factor`), as the sentence the joiner is shown;
-        ``None`` otherwise."""
+    def scaled(self, answer: str, numbered: Iterable[tuple[TaskRecord, float]]) -> str | None:
+        """Why ``answer`` needs a second look when it is the result of one of the run's
+        ``numbered`` tasks (with their numeric results) that scaled a result by a power of ten
+        the question does not ask for (see :func:`~dagcall._checks.unasked_factor`), as the
+        sentence the joiner is shown; ``None`` otherwise."""
         try:
             value = float(answer.strip().replace(",", ""))
         except ValueError:
             return None
-        for rec in self.scheduler.records.values():
-            number = numeric_output(rec)
-            if number is None or abs(number - value) > 1e-9 * max(1.0, abs(value)):
+        for rec, number in numbered:
+            if abs(number - value) > 1e-9 * max(1.0, abs(value)):
                 continue
             factor = unasked_factor(self.result.question, rec.call)
             if factor is not None:
@@ -692,12 +690,15 @@ class _Run(RunScope):
         if rnd.index == 0 or not rnd.task_ids:
             return False
         records = self.scheduler.records
-        earlier = {
-            records[i].call for r in self.result.rounds if r.index < rnd.index for i in r.task_ids
-        }
+        earlier = {r.call for r in self.earlier(rnd)}
         return all(
             records[i].reused_from is not None or records[i].call in earlier for i in rnd.task_ids
         )
+
+    def earlier(self, rnd: Round) -> list[TaskRecord]:
+        """The records of the tasks of the rounds before ``rnd``."""
+        records = self.scheduler.records
+        return [records[i] for r in self.result.rounds if r.index < rnd.index for i in r.task_ids]
 
     def futile(self, rnd: Round) -> str | None:
         """Why replan ``rnd`` could bring nothing new, as the next plan's reason: some of its
@@ -709,9 +710,7 @@ class _Run(RunScope):
         if rnd.index == 0 or not rnd.task_ids:
             return None
         records = self.scheduler.records
-        earlier = [
-            records[i] for r in self.result.rounds if r.index < rnd.index for i in r.task_ids
-        ]
+        earlier = self.earlier(rnd)
         made = {r.call for r in earlier}
         broken = {
             r.id: r
