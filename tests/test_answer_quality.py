@@ -1248,6 +1248,20 @@ def test_a_futile_replan_earns_one_extra_plan_a_run_not_more() -> None:
     assert run.answer == "unknown"
 
 
+def _retried_run(population: Any) -> tuple[ScriptedModel, Any]:
+    """A run whose first plan calls ``population("Varnholt")``, whose joiner replans, and
+    whose replan repeats the call unchanged."""
+    name = population.name
+    plan = f'1. {name}("Varnholt")\n2. join()\n<END_OF_PLAN>'
+    repeat = f'3. {name}("Varnholt")\n4. join()\n<END_OF_PLAN>'
+    planner = ScriptedModel([plan, repeat])
+    joiner = ScriptedModel(["Thought: It did not work.\nAction: Replan(try again)", FINISH_YES])
+    compiler = Compiler(
+        planner_model=planner, joiner_model=joiner, tools=[population], max_replans=1
+    )
+    return planner, compiler.run("Is Varnholt home to more than 50000 people?")
+
+
 def test_a_timed_out_call_may_be_tried_again() -> None:
     """A timeout is not a verdict on the call: repeating it is a fair replan."""
     tries: list[str] = []
@@ -1260,14 +1274,7 @@ def test_a_timed_out_call_may_be_tried_again() -> None:
             await asyncio.sleep(5)
         return POPULATION[town.strip().lower()]
 
-    plan = '1. slow_population("Varnholt")\n2. join()\n<END_OF_PLAN>'
-    repeat = '3. slow_population("Varnholt")\n4. join()\n<END_OF_PLAN>'
-    planner = ScriptedModel([plan, repeat])
-    joiner = ScriptedModel(["Thought: It timed out.\nAction: Replan(try again)", FINISH_YES])
-    compiler = Compiler(
-        planner_model=planner, joiner_model=joiner, tools=[slow_population], max_replans=1
-    )
-    run = compiler.run("Is Varnholt home to more than 50000 people?")
+    planner, run = _retried_run(slow_population)
     assert run.answer == "yes"
     assert len(planner.calls) == 2
     assert tries == ["Varnholt", "Varnholt"]
@@ -1449,14 +1456,7 @@ def test_a_repeated_call_that_now_succeeds_is_joined() -> None:
             raise ToolError("the registry is busy; try again")
         return POPULATION[town.strip().lower()]
 
-    plan = '1. flaky_population("Varnholt")\n2. join()\n<END_OF_PLAN>'
-    repeat = '3. flaky_population("Varnholt")\n4. join()\n<END_OF_PLAN>'
-    planner = ScriptedModel([plan, repeat])
-    joiner = ScriptedModel(["Thought: It failed.\nAction: Replan(try again)", FINISH_YES])
-    compiler = Compiler(
-        planner_model=planner, joiner_model=joiner, tools=[flaky_population], max_replans=1
-    )
-    run = compiler.run("Is Varnholt home to more than 50000 people?")
+    planner, run = _retried_run(flaky_population)
     assert run.answer == "yes"
     assert len(planner.calls) == 2
     assert not any("repeated what cannot work" in c for r in run.rounds for c in r.answer_checks)
